@@ -1,0 +1,26 @@
+"""decoding: exact constrained, entropy-controlled and speculative decoding for Hugging Face causal LMs.
+
+Notation, everywhere: ``p`` is the target distribution, ``q`` the draft or proposal.
+
+Example:
+    >>> import decoding as dc
+    >>> lm = dc.load()                                                   # doctest: +SKIP
+    >>> out = dc.generate(lm, "Once upon a time", dc.Temperature(0.8) | dc.TopP(0.9), max_new_tokens=32)  # doctest: +SKIP
+    >>> print(out[0].text)                                               # doctest: +SKIP
+"""
+
+from decoding import hf
+from decoding.decode import Ancestral, DecodeTask, Decoder, Generation, SequenceSampler, Stats
+from decoding.generate import GenerationOutput, generate
+from decoding.kernels.random import RowStreams
+from decoding.model import KVBatch, LanguageModel, load
+from decoding.samplers import Categorical, Chain, Greedy, MinP, Sample, Temperature, TokenSampler, TopK, TopP, Typical
+from decoding.vocabulary import Vocabulary
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Ancestral", "Categorical", "Chain", "DecodeTask", "Decoder", "Generation", "GenerationOutput", "Greedy",
+    "KVBatch", "LanguageModel", "MinP", "RowStreams", "Sample", "SequenceSampler", "Stats", "Temperature",
+    "TokenSampler", "TopK", "TopP", "Typical", "Vocabulary", "generate", "hf", "load",
+]

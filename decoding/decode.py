@@ -1,0 +1,214 @@
+"""The decode loop, and the seam sequence-level samplers plug into.
+
+:class:`Decoder` holds B live sequences: the model's :class:`~decoding.model.KVBatch`, the token sampler's state,
+each row's random stream, and per-row accumulators on the device. ``Decoder.step()`` advances every live row by
+one token, ends rows at EOS, a stop string, a dead end (log weight -inf) or the token limit, and drops ended rows
+from the batch. Ancestral sampling is a loop over ``step()``; SMC (resampling between steps with
+``Decoder.reorder``), SIR (many decoders, then reweighting) and speculative decoding (several tokens per step)
+drive the same object or replace ``step`` while reusing its bookkeeping.
+
+A :class:`SequenceSampler` turns a :class:`DecodeTask` into one :class:`Generation` per prompt;
+``dc.generate`` accepts one, and wraps a token sampler in :class:`Ancestral`.
+
+The loop synchronises with the device once per step (one bool: did any row end?), plus a copy of the new
+tokens when stop strings or a streaming callback need them on the host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from decoding.kernels.random import RowStreams
+from decoding.model import LanguageModel
+from decoding.samplers.base import TokenSampler
+
+# Why a sequence ended; `finished` is True only for the natural ends (EOS, stop string).
+EOS, STOP, LENGTH, DEAD = 1, 2, 3, 4
+REASONS = {0: "running", EOS: "eos", STOP: "stop", LENGTH: "length", DEAD: "dead end: the sampler's weight is zero"}
+
+
+@dataclass
+class DecodeTask:
+    """What to decode: token-id prompts, limits and randomness."""
+
+    prompts: list[list[int]]
+    max_new_tokens: int
+    seed: int | Sequence[int] = 0
+    stop: tuple[str, ...] = ()
+    on_token: Callable[[int, int], None] | None = None  # (row, token id), called as tokens are produced
+
+
+@dataclass
+class Generation:
+    """One generated sequence.
+
+    Attributes:
+        text: the generated text (special tokens dropped, cut before a stop string).
+        token_ids: generated token ids (EOS included when it ended the sequence).
+        logprob: sum of log p(token | prefix) under the unmodified model.
+        log_weight: log importance weight relative to the law the sampler claims (0 for exact samplers).
+        finished: True when the sequence ended at EOS or a stop string; False at the token limit or a dead end.
+        reason: "eos", "stop", "length" or "dead end: ..." (why it ended).
+    """
+
+    text: str
+    token_ids: list[int]
+    logprob: float
+    log_weight: float
+    finished: bool
+    reason: str
+
+
+@dataclass
+class Stats:
+    """Work done by one ``generate`` call."""
+
+    forwards: int = 0  # model forward passes
+    tokens: int = 0  # tokens fed to the model (prompts included, padding excluded)
+    new_tokens: int = 0  # tokens generated
+    wall_time: float = 0.0  # seconds
+    extra: dict = field(default_factory=dict)  # sampler-specific counters (SMC: resamplings, ...)
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Generated tokens per second of wall time."""
+        return self.new_tokens / self.wall_time if self.wall_time > 0 else 0.0
+
+
+class SequenceSampler:
+    """Base of samplers that own the whole decode (ancestral, SMC, SIR, speculative)."""
+
+    def run(self, lm: LanguageModel, task: DecodeTask) -> list[Generation]:
+        raise NotImplementedError
+
+
+class Ancestral(SequenceSampler):
+    """Plain left-to-right decoding: one token per step from a token sampler.
+
+    Example:
+        >>> dc.generate(lm, "Hi", sampler=Ancestral(dc.TopP(0.9)))   # doctest: +SKIP
+    """
+
+    def __init__(self, token_sampler: TokenSampler):
+        if not isinstance(token_sampler, TokenSampler):
+            raise TypeError(f"token_sampler: expected a TokenSampler, got {type(token_sampler).__name__}")
+        self.token_sampler = token_sampler
+
+    def run(self, lm: LanguageModel, task: DecodeTask) -> list[Generation]:
+        decoder = Decoder(lm, task, self.token_sampler)
+        while not decoder.done:
+            decoder.step()
+        return decoder.results()
+
+    def __repr__(self) -> str:
+        return f"Ancestral({self.token_sampler!r})"
+
+
+class Decoder:
+    """B sequences being decoded together. See the module docstring."""
+
+    def __init__(self, lm: LanguageModel, task: DecodeTask, sampler: TokenSampler):
+        self.lm, self.task, self.sampler = lm, task, sampler
+        n = len(task.prompts)
+        self.batch = lm.start(task.prompts)
+        device = self.batch.logprobs.device
+        self.rng = RowStreams.from_seed(task.seed, n)
+        self.state = sampler.init_state(n, device)
+        self.rows = torch.arange(n, device=device)  # original row of each live slot
+        self.tokens = torch.zeros((n, max(task.max_new_tokens, 1)), dtype=torch.long, device=device)
+        self.n_tokens = torch.zeros(n, dtype=torch.long, device=device)
+        self.logprob = torch.zeros(n, dtype=torch.float64, device=device)
+        self.log_weight = torch.zeros(n, dtype=torch.float64, device=device)
+        self.reason = torch.zeros(n, dtype=torch.long, device=device)
+        self._eos = torch.tensor(lm.eos_token_ids, device=device)
+        self._steps = 0
+        self._stop = _StopMatcher(task.stop, lm, n) if task.stop else None
+        self.done = task.max_new_tokens == 0
+
+    def step(self) -> None:
+        """Advance every live row by one token and retire the rows that ended."""
+        logprobs = self.batch.logprobs
+        out = self.sampler.sample(logprobs, self.state, self.rng)
+        self.state = out.state
+        rows, tokens = self.rows, out.tokens
+        alive = ~torch.isneginf(out.log_weight)
+        self.log_weight.index_add_(0, rows, out.log_weight.double())
+        model_lp = logprobs.gather(-1, tokens[:, None])[:, 0].double()
+        self.logprob.index_add_(0, rows, torch.where(alive, model_lp, 0.0))
+        self.tokens[rows, self.n_tokens[rows]] = tokens
+        self.n_tokens.index_add_(0, rows, alive.long())
+        self._steps += 1
+
+        reason = torch.where(torch.isin(tokens, self._eos), EOS, 0)
+        reason = torch.where(alive, reason, DEAD)
+        if self._stop is not None or self.task.on_token is not None:
+            host_rows, host_tokens = rows.tolist(), tokens.tolist()
+            if self.task.on_token is not None:
+                for r, t, ok in zip(host_rows, host_tokens, alive.tolist()):
+                    if ok:
+                        self.task.on_token(r, t)
+            if self._stop is not None:
+                hit = self._stop.feed(host_rows, host_tokens)
+                reason = torch.where((reason == 0) & hit.to(reason.device), STOP, reason)
+        if self._steps >= self.task.max_new_tokens:
+            reason = torch.where(reason == 0, LENGTH, reason)
+        self._retire(reason)
+        if not self.done:
+            self.batch.step(self.tokens[self.rows, self.n_tokens[self.rows] - 1])
+
+    def _retire(self, reason: torch.Tensor) -> None:
+        ended = reason > 0
+        if not bool(ended.any()):
+            return
+        self.reason[self.rows] = reason
+        live = (~ended).nonzero()[:, 0]
+        if live.numel() == 0:
+            self.done = True
+            return
+        self.rows = self.rows[live]
+        self.batch.reorder(live)
+        self.state = self.sampler.select_state(self.state, live)
+        self.rng = self.rng.select(live.cpu())
+
+    def results(self) -> list[Generation]:
+        """One Generation per prompt, in prompt order."""
+        counts = self.n_tokens.tolist()
+        tokens = self.tokens.tolist()
+        reasons = self.reason.tolist()
+        logprob, log_weight = self.logprob.tolist(), self.log_weight.tolist()
+        out = []
+        for i, n in enumerate(counts):  # once per sequence, at the end
+            ids = tokens[i][:n]
+            reason = reasons[i] or LENGTH
+            text = self.lm.decode(ids) if self.lm.tokenizer is not None else ""
+            if reason == STOP:
+                text = _cut_at_stop(text, self.task.stop)
+            out.append(Generation(text, ids, logprob[i], log_weight[i], reason in (EOS, STOP), REASONS[reason]))
+        return out
+
+
+class _StopMatcher:
+    """Finds stop strings in each row's generated bytes as tokens arrive (a stop string may span tokens)."""
+
+    def __init__(self, stop: Sequence[str], lm: LanguageModel, n: int):
+        self.stops = [s.encode() for s in stop]
+        self.keep = max(len(s) for s in self.stops)
+        self.vocab = lm.vocabulary
+        self.tails = [b""] * n
+
+    def feed(self, rows: list[int], tokens: list[int]) -> torch.Tensor:
+        hit = torch.zeros(len(rows), dtype=torch.bool)
+        for j, (r, t) in enumerate(zip(rows, tokens)):  # host-side text matching; only with stop strings
+            piece = b"" if self.vocab.is_special[t] else self.vocab.token_bytes[t]
+            window = self.tails[r] + piece
+            hit[j] = any(s in window for s in self.stops)
+            self.tails[r] = window[-(self.keep - 1) :] if self.keep > 1 else b""
+        return hit
+
+
+def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return text[: min(cuts)] if cuts else text

@@ -1,0 +1,269 @@
+"""LanguageModel: batched next-token log-probabilities of a HF causal LM, with a KV cache over ragged batches.
+
+``lm.start(prompts)`` prefills a batch of token-id prompts of different lengths (left-padded, with per-row position
+ids, so every row sees exactly what it would see alone) and returns a :class:`KVBatch`, the live decoding state:
+``step(tokens)`` feeds one or more tokens per row, ``reorder(indices)`` picks rows (SMC resampling, dropping
+finished rows), ``crop(length)`` rolls the cache back (speculative decoding). Several batches of one model can
+be live at once (a target and its own draft, a sampler scoring while another decodes).
+
+Log-probabilities are float32 whatever the model dtype; logits rows past the tokenizer (padding rows of the LM
+head) are -inf. The device is read off the model's outputs, so ``device_map="auto"`` models work.
+
+Example:
+    >>> lm = dc.load()                                       # doctest: +SKIP
+    >>> batch = lm.start([lm.encode("Hello"), lm.encode("The capital of France is")])
+    >>> batch.logprobs.shape                                  # [B, V]
+    torch.Size([2, 262144])
+    >>> batch.step(batch.logprobs.argmax(-1)).shape           # one more token per row
+    torch.Size([2, 262144])
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable, Sequence
+
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from decoding.vocabulary import Vocabulary
+
+
+class LanguageModel:
+    """A HF causal LM and its tokenizer, seen as next-token log-probabilities.
+
+    Args:
+        model: any ``transformers`` causal LM (``AutoModelForCausalLM``).
+        tokenizer: its tokenizer; needed for text in and out (``encode``, ``decode``, ``vocabulary``).
+        eos_token_ids: ids that end a sequence; default: the model's generation config and the tokenizer's EOS.
+
+    Counters ``forwards`` and ``tokens_processed`` (non-padding tokens fed) grow with every forward pass.
+    """
+
+    def __init__(self, model, tokenizer=None, eos_token_ids: Iterable[int] | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        self.eos_token_ids = _eos_ids(model, tokenizer, eos_token_ids)
+        self.pad_token_id = _pad_id(tokenizer, self.eos_token_ids)
+        n_text = len(tokenizer) if tokenizer is not None else self.vocab_size
+        self._n_text = min(n_text, self.vocab_size)
+        self._keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._vocabulary: "Vocabulary | None" = None
+        self.forwards = 0
+        self.tokens_processed = 0
+
+    @property
+    def device(self) -> torch.device:
+        """Where inputs go (the input embeddings' device)."""
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.get_input_embeddings().weight.dtype
+
+    @property
+    def vocabulary(self) -> "Vocabulary":
+        """The exact bytes of every token id (built on first use)."""
+        if self._vocabulary is None:
+            if self.tokenizer is None:
+                raise ValueError("tokenizer: this LanguageModel was built without one; pass tokenizer= for text")
+            from decoding.vocabulary import Vocabulary
+
+            self._vocabulary = Vocabulary(self.tokenizer, size=self.vocab_size, eos_token_ids=self.eos_token_ids)
+        return self._vocabulary
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a prompt, with the special tokens the tokenizer adds (Gemma: <bos>)."""
+        if self.tokenizer is None:
+            raise ValueError("tokenizer: this LanguageModel was built without one; pass token ids instead of text")
+        return list(self.tokenizer(text)["input_ids"])
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of generated ids, special tokens removed; exact bytes, invalid UTF-8 replaced by U+FFFD."""
+        vocab = self.vocabulary
+        return b"".join(vocab.token_bytes[i] for i in ids if not vocab.is_special[i]).decode("utf-8", "replace")
+
+    @torch.no_grad()
+    def start(self, prompts: Sequence[Sequence[int]]) -> "KVBatch":
+        """Prefill a ragged batch of token-id prompts; the batch's ``logprobs`` are the next-token log-probs."""
+        if len(prompts) == 0:
+            raise ValueError("prompts: empty list; pass at least one prompt")
+        for i, p in enumerate(prompts):
+            if len(p) == 0:
+                raise ValueError(f"prompts[{i}] has no tokens; a model needs at least one token of context")
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):  # once per batch, at prefill: left padding
+            ids[i, width - len(p) :] = torch.as_tensor(list(p), dtype=torch.long)
+            mask[i, width - len(p) :] = 1
+        batch = KVBatch(self, mask.to(self.device))
+        batch.logprobs = batch._forward(ids.to(self.device), keep_all=False)[:, -1]
+        return batch
+
+    def _logprobs(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if self._n_text < self.vocab_size:  # LM-head padding rows: no token, no mass
+            logits[..., self._n_text :] = float("-inf")
+        return torch.log_softmax(logits, dim=-1)
+
+    def __repr__(self) -> str:
+        name = getattr(self.model.config, "_name_or_path", "") or type(self.model).__name__
+        return f"LanguageModel({name!r}, vocab={self.vocab_size}, device={self.device}, dtype={self.dtype})"
+
+
+class KVBatch:
+    """The live state of a batch: KV cache, attention mask, next positions and the current next-token log-probs.
+
+    Attributes:
+        logprobs: [B, V] float32 next-token log-probabilities after the last fed token.
+        attention_mask: [B, L] 1 for real tokens, 0 for left padding.
+    """
+
+    def __init__(self, lm: LanguageModel, attention_mask: torch.Tensor):
+        from transformers import DynamicCache
+
+        self.lm = lm
+        self.cache = DynamicCache()  # full layers, so crop and reorder are exact for sliding-window models too
+        self.attention_mask = attention_mask
+        self.logprobs: torch.Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.attention_mask.shape[0]
+
+    @property
+    def length(self) -> int:
+        """Padded length of the cache (the same for every row)."""
+        return self.attention_mask.shape[1]
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """[B] number of real tokens of each row."""
+        return self.attention_mask.sum(-1)
+
+    @torch.no_grad()
+    def step(self, tokens: torch.Tensor, all_positions: bool = False) -> torch.Tensor:
+        """Feed ``tokens`` ([B] or [B, k]) after each row; returns the new next-token log-probs [B, V]
+        (or [B, k, V] for every fed position with ``all_positions=True``) and keeps them in ``logprobs``."""
+        tokens = tokens.to(self.lm.device).long()
+        if tokens.dim() == 1:
+            tokens = tokens[:, None]
+        if tokens.shape[0] != self.batch_size:
+            raise ValueError(f"tokens: {tokens.shape[0]} rows for a batch of {self.batch_size}")
+        ones = torch.ones_like(tokens, dtype=self.attention_mask.dtype)
+        self.attention_mask = torch.cat([self.attention_mask, ones], dim=1)
+        out = self._forward(tokens, keep_all=all_positions)
+        self.logprobs = out[:, -1]
+        return out if all_positions else self.logprobs
+
+    def _forward(self, ids: torch.Tensor, keep_all: bool) -> torch.Tensor:
+        new = ids.shape[1]
+        positions = (self.attention_mask.cumsum(-1) - 1).clamp_min(0)[:, -new:]
+        kwargs = {}
+        if self.lm._keep_arg and not keep_all:
+            kwargs["logits_to_keep"] = 1
+        out = self.lm.model(
+            input_ids=ids,
+            attention_mask=self.attention_mask,
+            position_ids=positions,
+            past_key_values=self.cache,
+            use_cache=True,
+            **kwargs,
+        )
+        self.cache = out.past_key_values
+        self.lm.forwards += 1
+        self.lm.tokens_processed += int(self.attention_mask[:, -new:].sum())
+        return self.lm._logprobs(out.logits)
+
+    def reorder(self, indices: torch.Tensor | Sequence[int]) -> None:
+        """Keep the rows ``indices`` in that order (duplicates allowed: SMC resampling)."""
+        idx = torch.as_tensor(indices, dtype=torch.long, device=self.attention_mask.device)
+        for layer in self.cache.layers:
+            if getattr(layer, "keys", None) is not None and layer.keys.numel():
+                layer.keys = layer.keys.index_select(0, idx.to(layer.keys.device))
+                layer.values = layer.values.index_select(0, idx.to(layer.values.device))
+        self.attention_mask = self.attention_mask.index_select(0, idx)
+        if self.logprobs is not None:
+            self.logprobs = self.logprobs.index_select(0, idx.to(self.logprobs.device))
+
+    def crop(self, length: int) -> None:
+        """Forget every cached position at or after ``length`` (padded positions). ``logprobs`` become stale
+        until the next ``step``: re-feed the last kept token's successor, as speculative decoding does."""
+        if not 0 < length <= self.length:
+            raise ValueError(f"length must be in [1, {self.length}], got {length}")
+        for layer in self.cache.layers:
+            if getattr(layer, "keys", None) is not None and layer.keys.numel():
+                layer.keys = layer.keys[..., :length, :]
+                layer.values = layer.values[..., :length, :]
+        self.attention_mask = self.attention_mask[:, :length]
+        self.logprobs = None
+
+
+def _eos_ids(model, tokenizer, given: Iterable[int] | None) -> tuple[int, ...]:
+    if given is not None:
+        ids = {int(i) for i in given}
+    else:
+        ids = set()
+        gen = getattr(model, "generation_config", None)
+        for source in (getattr(gen, "eos_token_id", None), getattr(tokenizer, "eos_token_id", None)):
+            if isinstance(source, int):
+                ids.add(source)
+            elif source is not None:
+                ids.update(int(i) for i in source)
+    if not ids:
+        raise ValueError(
+            "eos_token_ids: neither the model's generation config nor the tokenizer names an EOS token; "
+            "pass eos_token_ids=[...] to LanguageModel"
+        )
+    return tuple(sorted(ids))
+
+
+def _pad_id(tokenizer, eos_ids: tuple[int, ...]) -> int:
+    pad = getattr(tokenizer, "pad_token_id", None)
+    return int(pad) if pad is not None else eos_ids[0]
+
+
+def load(
+    name: str | None = None,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    progress: bool = True,
+) -> LanguageModel:
+    """Load a causal LM and its tokenizer as a :class:`LanguageModel`.
+
+    Args:
+        name: a local HF checkpoint directory or a hub id; None prepares the embedded default model
+            (Gemma 3 270M, see ``decoding.default_model``).
+        device: default CUDA when available, else CPU.
+        dtype: default float32 on CPU and bfloat16 on CUDA.
+
+    Example:
+        >>> lm = load()                                   # doctest: +SKIP
+        >>> lm = load("path/to/checkpoint", device="cuda") # doctest: +SKIP
+    """
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if name is None:
+        from decoding.default_model import prepare
+
+        name = str(prepare(progress=progress))
+    elif not Path(name).expanduser().is_dir() and (Path(name).suffix or name.count("/") != 1 or name.startswith((".", "/", "~"))):
+        raise ValueError(
+            f"name: {name!r} is neither a local checkpoint directory nor a hub id of the form 'org/model'; "
+            "pass a directory holding config.json, or None for the default model"
+        )
+    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = dtype if dtype is not None else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+    except OSError as err:
+        raise ValueError(f"name: could not load {name!r} as a causal LM ({err})") from err
+    return LanguageModel(model.to(device), tokenizer)

@@ -1,0 +1,118 @@
+"""Per-sequence counter-based random streams.
+
+Every sequence (row) of a batch owns a stream of uniforms, a pure function of its seed and of how many numbers
+it has drawn (splitmix64, Steele et al., "Fast splittable pseudorandom number generators", OOPSLA 2014).
+Consequences the samplers rely on:
+
+- same seed, same output, on any device: the numbers are made on the CPU and copied to the logits' device;
+- a row's draws do not depend on its neighbours, so a row decoded in a batch equals the row decoded alone
+  with the same seed, and dropping finished rows from a batch changes nothing for the others;
+- drawing costs one 64-bit mix per row, not one per vocabulary entry: samplers draw by inverse CDF
+  (``kernels.sampling.inverse_cdf``) with one uniform per row.
+
+Nothing reads global random state. Tests inject their own numbers with :class:`FixedUniforms`.
+
+Example:
+    >>> rng = RowStreams.from_seed(0, batch_size=2)
+    >>> u = rng.uniform()          # tensor([u_0, u_1], dtype=torch.float64), each in (0, 1)
+    >>> rng.select([1]).uniform().shape
+    torch.Size([1])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a bijection of uint64 with good avalanche (wrap-around arithmetic)."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * _M1
+        x = (x ^ (x >> np.uint64(27))) * _M2
+        return x ^ (x >> np.uint64(31))
+
+
+def row_keys(seed: int | Sequence[int], batch_size: int) -> np.ndarray:
+    """One 64-bit key per row.
+
+    An int seeds row ``i`` with ``(seed, i)``; a sequence gives each row its own seed (row ``i`` is keyed by
+    ``(seed[i], 0)``), so a row decoded alone with ``seed=[s]`` draws what it drew in a batch with ``s`` at its place.
+    """
+    if isinstance(seed, (int, np.integer)):
+        seeds = np.full(batch_size, int(seed) & 0xFFFFFFFFFFFFFFFF, dtype=np.uint64)
+        slots = np.arange(batch_size, dtype=np.uint64)
+    else:
+        if len(seed) != batch_size:
+            raise ValueError(f"seed: got {len(seed)} seeds for {batch_size} sequences; pass one int or one per prompt")
+        seeds = np.array([int(s) & 0xFFFFFFFFFFFFFFFF for s in seed], dtype=np.uint64)
+        slots = np.zeros(batch_size, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        return _mix64(_mix64(seeds + _GOLDEN) ^ (slots * _GOLDEN + np.uint64(1)))
+
+
+class RowStreams:
+    """Independent uniform streams, one per row; ``uniform()`` advances every row's counter by the numbers drawn."""
+
+    def __init__(self, keys: np.ndarray, counters: np.ndarray | None = None):
+        self.keys = np.asarray(keys, dtype=np.uint64)
+        self.counters = np.zeros_like(self.keys) if counters is None else np.asarray(counters, dtype=np.uint64)
+
+    @classmethod
+    def from_seed(cls, seed: int | Sequence[int], batch_size: int) -> "RowStreams":
+        return cls(row_keys(seed, batch_size))
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def uniform(self, n: int | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Uniforms in the open interval (0, 1), float64: shape [B] (n is None) or [B, n]."""
+        width = 1 if n is None else n
+        steps = np.arange(width, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            x = _mix64(self.keys[:, None] + (self.counters[:, None] + steps[None, :] + np.uint64(1)) * _GOLDEN)
+            self.counters = self.counters + np.uint64(width)
+        u = ((x >> np.uint64(11)).astype(np.float64) + 0.5) * (1.0 / 2**53)
+        out = torch.from_numpy(u).to(device)
+        return out[:, 0] if n is None else out
+
+    def select(self, indices: Sequence[int] | torch.Tensor | np.ndarray) -> "RowStreams":
+        """The streams of the given rows, in that order (their counters come along)."""
+        idx = np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices, dtype=np.int64)
+        return RowStreams(self.keys[idx], self.counters[idx])
+
+
+class FixedUniforms(RowStreams):
+    """Injected randomness for tests: ``uniform()`` returns the given numbers in order.
+
+    Example:
+        >>> rng = FixedUniforms(torch.tensor([[0.1], [0.9]]))   # 2 rows, 1 draw each
+        >>> rng.uniform()
+        tensor([0.1000, 0.9000], dtype=torch.float64)
+    """
+
+    def __init__(self, values: torch.Tensor):
+        values = torch.as_tensor(values, dtype=torch.float64)
+        super().__init__(np.zeros(values.shape[0], dtype=np.uint64))
+        self.values = values
+        self.used = 0
+
+    def uniform(self, n: int | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+        width = 1 if n is None else n
+        if self.used + width > self.values.shape[1]:
+            raise IndexError("FixedUniforms ran out of numbers")
+        out = self.values[:, self.used : self.used + width].to(device)
+        self.used += width
+        return out[:, 0] if n is None else out
+
+    def select(self, indices: Sequence[int] | torch.Tensor | np.ndarray) -> "FixedUniforms":
+        idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        picked = FixedUniforms(self.values[idx])
+        picked.used = self.used
+        return picked

@@ -1,0 +1,110 @@
+"""Vectorised torch primitives shared by the token samplers. Shapes: B rows, V vocabulary entries.
+
+All functions work on the tensors' own device, never loop over rows or vocabulary entries in Python, and never
+change their inputs in place.
+"""
+
+from __future__ import annotations
+
+import torch
+
+NEG_INF = float("-inf")
+_BLOCK = 512  # inverse-CDF block width: V / 512 block sums, then one block of 512
+
+
+def renormalize(logprobs: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities rescaled to sum to one over the entries that are not -inf. [B, V] -> [B, V]"""
+    return logprobs - logprobs.logsumexp(-1, keepdim=True)
+
+
+def keep(logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Truncate to the entries where ``mask`` is True and renormalise. [B, V], bool [B, V] -> [B, V]"""
+    return renormalize(logprobs.masked_fill(~mask, NEG_INF))
+
+
+def entropy(logprobs: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy in nats of each row of normalised log-probabilities (-inf entries count 0). [B, V] -> [B]"""
+    return torch.special.entr(logprobs.exp()).sum(-1)
+
+
+def check_logprobs(logprobs: torch.Tensor, name: str = "logprobs") -> None:
+    """Raise ValueError naming ``name`` if a row holds NaN or has no finite entry (one device sync)."""
+    if logprobs.dim() != 2:
+        raise ValueError(f"{name}: expected shape [batch, vocab], got {tuple(logprobs.shape)}")
+    top = logprobs.amax(-1)  # NaN propagates through amax
+    bad = ~torch.isfinite(top)
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0, 0])
+        what = "NaN" if bool(torch.isnan(top[row])) else "no finite entry (every token is -inf)"
+        raise ValueError(
+            f"{name}: row {row} has {what}; a sampler never draws from an undefined distribution "
+            "(check the model's logits or the constraint that removed every token)"
+        )
+
+
+def mass_cutoff(scores: torch.Tensor, probs: torch.Tensor, mass: float, start: int = 256) -> torch.Tensor:
+    """Per-row score threshold of the smallest top-scored set holding at least ``mass`` probability.
+
+    A token is kept iff the probability of the tokens scoring strictly higher is below ``mass``; ties with the
+    last kept token are all kept, so the result does not depend on the sort order of equal scores. Rows are
+    sorted lazily: the top-``start`` entries first, and more only if some row needs them (the usual case for
+    language models is one ``topk`` over a few hundred entries, not a sort of the whole vocabulary).
+
+    Args:
+        scores: [B, V] higher = kept first (-inf: never kept unless the row has nothing else).
+        probs: [B, V] probabilities the mass is measured in.
+        mass: in (0, 1].
+    Returns:
+        [B, 1] threshold; keep ``scores >= threshold``.
+    """
+    vocab = scores.shape[-1]
+    k = min(start, vocab)
+    while True:
+        top, idx = scores.topk(k, dim=-1)  # [B, k], descending
+        p = probs.gather(-1, idx)
+        before = p.cumsum(-1) - p  # mass strictly before each sorted position
+        n_keep = (before < mass).sum(-1, keepdim=True).clamp_min(1)  # [B, 1]; positions 0..n_keep-1
+        if k == vocab or not bool((n_keep == k).any()):
+            return top.gather(-1, n_keep - 1)
+        k = min(vocab, k * 8)
+
+
+def inverse_cdf(logprobs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Draw one token per row with probability proportional to exp(logprobs), by inverting the CDF at ``u``.
+
+    Two levels keep it exact and cheap on a 262k vocabulary: block masses (float32 sums of 512 entries, then a
+    float64 cumulative sum over blocks) choose a block, and the conditional uniform picks the entry inside it.
+    A token of zero probability is never returned. The law is exact up to float rounding of the probabilities.
+
+    Args:
+        logprobs: [B, V], need not be normalised; every row needs a finite entry.
+        u: [B] uniforms in (0, 1), float64.
+    Returns:
+        [B] int64 token ids.
+    """
+    rows, vocab = logprobs.shape
+    pad = (-vocab) % _BLOCK
+    p = torch.softmax(logprobs, dim=-1)
+    if pad:
+        p = torch.nn.functional.pad(p, (0, pad))
+    blocks = p.view(rows, -1, _BLOCK)  # [B, nb, 512]
+    block_mass = blocks.sum(-1).double()  # [B, nb]; 512-term float32 sums are accurate to ~1e-7
+    block_cdf = block_mass.cumsum(-1)
+    target = (u.to(block_cdf.dtype) * block_cdf[:, -1])[:, None]  # [B, 1]
+    b = torch.minimum(_search(block_cdf, target), _last_positive(block_mass))  # [B, 1]
+    below = block_cdf.gather(-1, b) - block_mass.gather(-1, b)
+    u_in = ((target - below) / block_mass.gather(-1, b)).clamp(0.0, 1.0)  # the conditional uniform
+    chosen = blocks.gather(1, b[:, :, None].expand(rows, 1, _BLOCK))[:, 0]  # [B, 512]
+    inner = chosen.double().cumsum(-1)
+    j = torch.minimum(_search(inner, u_in * inner[:, -1:]), _last_positive(chosen))
+    return (b * _BLOCK + j)[:, 0]
+
+
+def _search(cdf: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """First index whose cumulative mass exceeds ``target`` (so never a zero-mass entry). [B, n], [B, 1] -> [B, 1]"""
+    return torch.searchsorted(cdf, target, right=True).clamp_max(cdf.shape[-1] - 1)
+
+
+def _last_positive(mass: torch.Tensor) -> torch.Tensor:
+    """Index of the last entry with positive mass, guarding against ``u * total`` rounding up to the total."""
+    return (mass.shape[-1] - 1) - (mass.flip(-1) > 0).int().argmax(-1, keepdim=True)

@@ -1,0 +1,11 @@
+"""Token samplers (and, in later modules, sequence samplers). Notation: p is the target, q the proposal."""
+
+from decoding.samplers.base import Categorical, Chain, Sample, TokenSampler
+from decoding.samplers.greedy import Greedy
+from decoding.samplers.min_p import MinP
+from decoding.samplers.temperature import Temperature
+from decoding.samplers.top_k import TopK
+from decoding.samplers.top_p import TopP
+from decoding.samplers.typical import Typical
+
+__all__ = ["Categorical", "Chain", "Greedy", "MinP", "Sample", "Temperature", "TokenSampler", "TopK", "TopP", "Typical"]

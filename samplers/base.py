@@ -1,0 +1,210 @@
+"""The token-sampler protocol and its composition.
+
+A token sampler maps next-token log-probabilities ``logprobs[B, V]`` and a per-row ``state`` to tokens, log
+importance weights and a new state, vectorised over the batch:
+
+    sample(logprobs, state, rng) -> Sample(tokens[B], log_weight[B], logq[B], state)
+
+It is built from three parts, after llama.cpp's sampler interface:
+
+- ``transform(logprobs, state) -> logprobs``: pure; reshapes or truncates the distribution (temperature, top-p,
+  ...). Output rows are normalised log-probabilities, -inf outside the support. Inputs are never changed in place.
+- ``draw(logprobs, state, rng) -> (tokens, log_weight, logq)``: terminal samplers only (Greedy, the categorical draw,
+  later AWRS and Masked). ``logq`` is the log-probability of the drawn token under the law it was drawn from.
+- ``accept(state, tokens, logprobs) -> state``: the only place state changes, called once with the token that
+  was actually emitted and the distribution this sampler received. Stateful samplers (mirostat) therefore stay
+  right under rejection, resampling and speculative rollback: nothing is committed for a token that is thrown away.
+
+States are functional: ``sample`` returns a new state and leaves the old one usable (rollback = keep the old).
+``a | b`` chains samplers left to right; a chain is a sampler. A chain that does not end with a terminal sampler
+ends with a categorical draw from the transformed distribution.
+
+Example:
+    >>> import torch, decoding as dc
+    >>> sampler = dc.Temperature(0.7) | dc.TopP(0.9)
+    >>> logprobs = torch.log_softmax(torch.randn(2, 10), -1)
+    >>> out = sampler.sample(logprobs, sampler.init_state(2), RowStreams.from_seed(0, 2))
+    >>> out.tokens.shape
+    torch.Size([2])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from decoding.kernels.random import RowStreams
+from decoding.kernels.sampling import check_logprobs, inverse_cdf
+
+State = Any
+
+
+class Sample(NamedTuple):
+    """One token per row. log_weight: importance weight w.r.t. the claimed law (0 if exact)."""
+
+    tokens: torch.Tensor  # [B] int64
+    log_weight: torch.Tensor  # [B] float32
+    logq: torch.Tensor  # [B] log-probability of the token under the law it was drawn from
+    state: State
+
+
+def select_rows(state: State, indices: torch.Tensor) -> State:
+    """Pick rows of a state (tensors, numpy arrays, lists, tuples, dicts of them; None stays None)."""
+    if state is None:
+        return None
+    if isinstance(state, torch.Tensor):
+        return state.index_select(0, indices.to(state.device))
+    if isinstance(state, np.ndarray):
+        return state[indices.cpu().numpy()]
+    if isinstance(state, tuple):
+        return tuple(select_rows(s, indices) for s in state)
+    if isinstance(state, dict):
+        return {k: select_rows(v, indices) for k, v in state.items()}
+    if isinstance(state, list):
+        return [state[i] for i in indices.tolist()]
+    raise TypeError(f"cannot select rows of a state of type {type(state).__name__}")
+
+
+class TokenSampler:
+    """Base class of every token sampler. Subclasses override ``transform`` or, if terminal, ``draw``."""
+
+    #: True when the sampler keeps per-row state (it then needs ``accept`` for the emitted token).
+    stateful: bool = False
+    #: True when the sampler draws tokens itself; it must be the last stage of a chain.
+    terminal: bool = False
+
+    @property
+    def stages(self) -> tuple["TokenSampler", ...]:
+        return (self,)
+
+    def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
+        return None
+
+    def transform(self, logprobs: torch.Tensor, state: State) -> torch.Tensor:
+        return logprobs
+
+    def draw(
+        self, logprobs: torch.Tensor, state: State, rng: RowStreams
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} is not a terminal sampler")
+
+    def law(self, logprobs: torch.Tensor, state: State) -> torch.Tensor:
+        """The distribution ``draw`` samples from, as log-probabilities (for ``dc.hf.LogitsProcessor``)."""
+        return logprobs
+
+    def accept(self, state: State, tokens: torch.Tensor, logprobs: torch.Tensor) -> State:
+        return state
+
+    def select_state(self, state: State, indices: torch.Tensor) -> State:
+        """The state of the given rows (SMC resampling, dropping finished rows)."""
+        return select_rows(state, indices)
+
+    def sample(self, logprobs: torch.Tensor, state: State = None, rng: RowStreams | None = None) -> Sample:
+        """Transform, draw and commit, as the one-sampler chain ``Chain([self])`` would."""
+        chain = Chain(self.stages)
+        chain_state = None if state is None else (state,) + (None,) * (len(chain._run) - 1)
+        out = chain.sample(logprobs, chain_state, rng)
+        return out._replace(state=out.state[0])
+
+    def __or__(self, other: "TokenSampler") -> "Chain":
+        if not isinstance(other, TokenSampler):
+            return NotImplemented
+        return Chain(self.stages + other.stages)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({args})"
+
+
+class Categorical(TokenSampler):
+    """Draw a token from the distribution as given (the default end of every chain).
+
+    Inverse-CDF sampling with one uniform per row (``kernels.sampling.inverse_cdf``): exact, no sync.
+
+    Example:
+        >>> Categorical().sample(torch.log(torch.tensor([[0.0, 1.0]]))).tokens
+        tensor([1])
+    """
+
+    terminal = True
+
+    def draw(self, logprobs, state, rng):
+        tokens = inverse_cdf(logprobs, rng.uniform(device=logprobs.device))
+        logq = logprobs.gather(-1, tokens[:, None])[:, 0]
+        return tokens, torch.zeros_like(logq), logq
+
+
+class Chain(TokenSampler):
+    """Samplers applied left to right; the last one draws (a categorical draw if none of them is terminal).
+
+    The state of a chain is the tuple of its stages' states (the implicit categorical draw included).
+    """
+
+    terminal = True
+
+    def __init__(self, stages: Sequence[TokenSampler]):
+        stages = tuple(stages)
+        if not stages:
+            raise ValueError("stages: a chain needs at least one sampler")
+        for s in stages[:-1]:
+            if s.terminal:
+                raise ValueError(f"{s!r} draws tokens, so it must be the last sampler of a chain")
+        self._stages = stages  # as given: `a | b` concatenates these
+        self._run = stages if stages[-1].terminal else stages + (Categorical(),)
+
+    @property
+    def stages(self) -> tuple[TokenSampler, ...]:
+        return self._stages
+
+    @property
+    def stateful(self) -> bool:  # type: ignore[override]
+        return any(s.stateful for s in self._run)
+
+    def init_state(self, batch_size, device="cpu"):
+        return tuple(s.init_state(batch_size, device) for s in self._run)
+
+    def _states(self, state: State, logprobs: torch.Tensor | None = None) -> tuple:
+        if state is not None:
+            return state
+        if logprobs is not None and self.stateful:
+            return self.init_state(logprobs.shape[0], logprobs.device)
+        return tuple(None for _ in self._run)
+
+    def transform(self, logprobs, state):
+        for s, st in zip(self._run[:-1], self._states(state, logprobs)):
+            logprobs = s.transform(logprobs, st)
+        return logprobs
+
+    def law(self, logprobs, state):
+        states = self._states(state, logprobs)
+        return self._run[-1].law(self.transform(logprobs, states), states[-1])
+
+    def select_state(self, state, indices):
+        return tuple(s.select_state(st, indices) for s, st in zip(self._run, self._states(state)))
+
+    def sample(self, logprobs, state=None, rng=None):
+        check_logprobs(logprobs)
+        rng = rng if rng is not None else RowStreams.from_seed(0, logprobs.shape[0])
+        states = self._states(state, logprobs)
+        final, inputs = self.transform_all(logprobs, states)
+        tokens, log_weight, logq = self._run[-1].draw(final, states[-1], rng)
+        return Sample(tokens, log_weight, logq, self.accept_all(states, tokens, inputs))
+
+    def transform_all(self, logprobs: torch.Tensor, states: tuple) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The distribution the terminal stage draws from, and the input each stage received."""
+        inputs = [logprobs]
+        for s, st in zip(self._run[:-1], states):
+            inputs.append(s.transform(inputs[-1], st))
+        return inputs[-1], inputs
+
+    def accept_all(self, states: tuple, tokens: torch.Tensor, inputs: list[torch.Tensor]) -> tuple:
+        """Commit the emitted ``tokens`` to every stage (``inputs`` from ``transform_all``)."""
+        if not self.stateful:
+            return states
+        return tuple(s.accept(st, tokens, x) for s, st, x in zip(self._run, states, inputs))
+
+    def __repr__(self) -> str:
+        return " | ".join(repr(s) for s in self._stages)

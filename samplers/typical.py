@@ -1,0 +1,36 @@
+"""Locally typical sampling (Meister et al., "Locally Typical Sampling", TACL 2023)."""
+
+from __future__ import annotations
+
+from decoding.kernels.sampling import NEG_INF, entropy, keep, mass_cutoff
+from decoding.samplers.base import TokenSampler
+
+
+class Typical(TokenSampler):
+    """Keep the tokens whose surprise -log p(x) is closest to the entropy H(p), up to mass ``p``; renormalise.
+
+    Tokens are ranked by |-log p(x) - H(p)| (eq. 5 of the paper); the kept set is the smallest prefix of that
+    ranking holding at least ``p`` of the mass (ties at the boundary kept, as in ``TopP``).
+
+    Args:
+        p: in (0, 1]; 1 keeps everything.
+
+    Example:
+        >>> import torch
+        >>> Typical(0.5).transform(torch.log(torch.tensor([[0.5, 0.3, 0.2]])), None).exp()
+        tensor([[0.6250, 0.3750, 0.0000]])
+    """
+
+    def __init__(self, p: float):
+        if not isinstance(p, (int, float)) or not 0 < p <= 1:
+            raise ValueError(f"typical_p must be in (0, 1], got {p!r}")
+        self.p = float(p)
+
+    def transform(self, logprobs, state):
+        if self.p >= 1:
+            return logprobs
+        h = entropy(logprobs)[:, None]
+        closeness = -(-logprobs - h).abs()  # higher = more typical; -inf for impossible tokens
+        closeness = closeness.masked_fill(logprobs == NEG_INF, NEG_INF)
+        cutoff = mass_cutoff(closeness, logprobs.exp(), self.p)
+        return keep(logprobs, closeness >= cutoff)

