@@ -2,8 +2,8 @@
 
 Text is a sequence of bytes; a language model emits token ids. Constrained and speculative decoding need
 to know, for every id, exactly which bytes it appends to the output, including tokens that are only part
-of a UTF-8 character (byte-level BPE pieces such as ``"â\x80"``, SentencePiece byte-fallback pieces such
-as ``<0xE2>``). ``tokenizer.decode`` cannot say that: it works on whole strings and replaces invalid UTF-8
+of a UTF-8 character (byte-level BPE pieces such as ``"âĢ"``, the bytes E2 80, SentencePiece byte-fallback pieces
+such as ``<0xE2>``). ``tokenizer.decode`` cannot say that: it works on whole strings and replaces invalid UTF-8
 with U+FFFD. :class:`Vocabulary` reads the tokenizer's pieces once and turns each into its bytes.
 
 Two tokenizer families are supported, told apart by the ``decoder`` of the tokenizer's backend
@@ -15,10 +15,12 @@ Two tokenizer families are supported, told apart by the ``decoder`` of the token
   ``Replace("▁", " ")`` (or ``Metaspace``) with ``ByteFallback``. ``"▁"`` is a space and ``<0xNN>`` is the
   single byte NN.
 
-Added tokens (``<bos>``, ``<|end_of_text|>``, Gemma's ``"\\n\\n"`` ...) contribute their literal content,
-as ``tokenizer.decode(ids, skip_special_tokens=False)`` writes them; the special ones are flagged in
-``is_special``. Ids the model's logits have but the tokenizer does not (``size > len(tokenizer)``) are
-empty and special.
+Added tokens (``<bos>``, ``<|end_of_text|>``, Gemma's ``"\\n\\n"`` ...) are read exactly as
+``tokenizer.decode(ids, skip_special_tokens=False)`` writes them: ``tokenizers`` passes their content through
+the same decoder as every other piece. For the usual ones that is their literal text (``b"<bos>"``); an added
+token with ``▁`` or byte-level characters in it (``"<|Ġx|>"``) is converted like any piece (``b"<| x|>"``).
+The special ones are flagged in ``is_special``. Ids the model's logits have but the tokenizer does not
+(``size > len(tokenizer)``) are empty and special.
 
 Example:
     >>> from transformers import AutoTokenizer
@@ -45,7 +47,8 @@ BYTE_LEVEL = "byte_level"
 SENTENCEPIECE = "sentencepiece"
 
 _SPACE_MARK = "\u2581"  # "▁", SentencePiece's space
-_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+# ``tokenizers`` reads NN with Rust's u8::from_str_radix, which also takes a sign: "<0x+A>" is byte 0x0A.
+_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2}|\+[0-9A-Fa-f])>")
 _SUPPORTED = (
     "supported decoders: ByteLevel (GPT-2 byte-level BPE, e.g. Llama 3) or a Sequence of Replace('▁', ' ') "
     "or Metaspace('▁') with ByteFallback, optionally Fuse and a Strip after Fuse (SentencePiece, e.g. Gemma)"
@@ -106,7 +109,7 @@ class Vocabulary:
         return self.token_bytes[i]
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
-        """The exact bytes of a sequence of ids (special tokens included, as their literal text)."""
+        """The exact bytes of a sequence of ids, special tokens included (as ``decode`` writes them)."""
         return b"".join([self[i] for i in ids])
 
     def __repr__(self) -> str:
@@ -187,7 +190,8 @@ def _is_sentencepiece(parts: list[dict]) -> bool:
 
 
 def _is_space_replace(part: dict) -> bool:
-    return part.get("type") == "Replace" and part.get("pattern") == {"String": _SPACE_MARK} and part.get("content") == " "
+    is_replace = part.get("type") == "Replace" and part.get("pattern") == {"String": _SPACE_MARK}
+    return is_replace and part.get("content") == " "
 
 
 def _is_metaspace(part: dict) -> bool:
@@ -244,7 +248,11 @@ def _byte_level_bytes(piece: str) -> bytes:
 
 
 def _sentencepiece_bytes(piece: str) -> bytes:
-    """The bytes of a SentencePiece piece: ``"▁the"`` -> ``b" the"``, ``"<0x0A>"`` -> ``b"\\n"``."""
+    """The bytes of a SentencePiece piece: ``"▁the"`` -> ``b" the"``, ``"<0x0A>"`` -> ``b"\\n"``.
+
+    As ``tokenizers``' ByteFallback decoder: ``<0x`` + two hex digits (either case) + ``>`` is a byte, and so
+    is ``<0x+N>`` with one hex digit (Rust's number parser takes a sign); any other piece is text.
+    """
     if len(piece) == 6 and piece.startswith("<0x"):
         match = _BYTE_PIECE.fullmatch(piece)
         if match:
@@ -258,23 +266,21 @@ _PIECE_BYTES = {BYTE_LEVEL: _byte_level_bytes, SENTENCEPIECE: _sentencepiece_byt
 def _token_table(pieces: list[str | None], added: dict, kind: str, size: int) -> tuple[list[bytes], np.ndarray]:
     """``token_bytes`` and ``is_special`` for ids ``0..size-1``.
 
-    Model pieces go through the kind's conversion; added tokens are their literal content (``tokenizers``
-    writes them as they are); ids without a piece, and ids beyond the tokenizer, are empty and special.
+    Every piece goes through the kind's conversion, added tokens' content too (``tokenizers`` decodes them
+    with the same decoder; an added token wins over a model piece with its id, as in ``decode``). Only added
+    tokens marked special are special, besides ids without a piece and ids beyond the tokenizer (empty).
     """
     piece_bytes = _PIECE_BYTES[kind]
     n = min(len(pieces), size)
-    token_bytes = [b""] * size
+    pieces = pieces[:n]
     is_special = np.ones(size, dtype=bool)
-    for i in range(n):
-        piece = pieces[i]
-        if piece is not None:
-            token_bytes[i] = piece_bytes(piece)
-            is_special[i] = False
+    is_special[:n] = [piece is None for piece in pieces]
     for i, token in added.items():
         if i < n:
-            token_bytes[i] = token.content.encode("utf-8")
-            is_special[i] = False
-    return token_bytes, is_special
+            pieces[i] = token.content
+            is_special[i] = bool(token.special)
+    token_bytes = [b"" if piece is None else piece_bytes(piece) for piece in pieces]
+    return token_bytes + [b""] * (size - n), is_special
 
 
 # --- end of sequence --------------------------------------------------------------------------------------
