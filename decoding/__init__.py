@@ -14,13 +14,15 @@ from decoding.decode import Ancestral, DecodeTask, Decoder, Generation, Sequence
 from decoding.generate import GenerationOutput, generate
 from decoding.kernels.random import RowStreams
 from decoding.model import KVBatch, LanguageModel, load
-from decoding.samplers import Categorical, Chain, Greedy, MinP, Sample, Temperature, TokenSampler, TopK, TopP, Typical
+from decoding.samplers import (
+    Categorical, Chain, Greedy, MinP, Mirostat, Sample, Temperature, TokenSampler, TopH, TopK, TopP, Typical,
+)
 from decoding.vocabulary import Vocabulary
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Ancestral", "Categorical", "Chain", "DecodeTask", "Decoder", "Generation", "GenerationOutput", "Greedy",
-    "KVBatch", "LanguageModel", "MinP", "RowStreams", "Sample", "SequenceSampler", "Stats", "Temperature",
-    "TokenSampler", "TopK", "TopP", "Typical", "Vocabulary", "generate", "hf", "load",
+    "KVBatch", "LanguageModel", "MinP", "Mirostat", "RowStreams", "Sample", "SequenceSampler", "Stats", "Temperature",
+    "TokenSampler", "TopH", "TopK", "TopP", "Typical", "Vocabulary", "generate", "hf", "load",
 ]

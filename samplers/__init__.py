@@ -3,9 +3,14 @@
 from decoding.samplers.base import Categorical, Chain, Sample, TokenSampler
 from decoding.samplers.greedy import Greedy
 from decoding.samplers.min_p import MinP
+from decoding.samplers.mirostat import Mirostat
 from decoding.samplers.temperature import Temperature
+from decoding.samplers.top_h import TopH
 from decoding.samplers.top_k import TopK
 from decoding.samplers.top_p import TopP
 from decoding.samplers.typical import Typical
 
-__all__ = ["Categorical", "Chain", "Greedy", "MinP", "Sample", "Temperature", "TokenSampler", "TopK", "TopP", "Typical"]
+__all__ = [
+    "Categorical", "Chain", "Greedy", "MinP", "Mirostat", "Sample", "Temperature", "TokenSampler", "TopH", "TopK",
+    "TopP", "Typical",
+]
