@@ -46,9 +46,10 @@ def mass_cutoff(scores: torch.Tensor, probs: torch.Tensor, mass: float, start: i
     """Per-row score threshold of the smallest top-scored set holding at least ``mass`` probability.
 
     A token is kept iff the probability of the tokens scoring strictly higher is below ``mass``; ties with the
-    last kept token are all kept, so the result does not depend on the sort order of equal scores. Rows are
-    sorted lazily: the top-``start`` entries first, and more only if some row needs them (the usual case for
-    language models is one ``topk`` over a few hundred entries, not a sort of the whole vocabulary).
+    last kept token are all kept, so the result does not depend on the sort order of equal scores.
+
+    No full-vocabulary sort: one ``topk`` of ``start`` entries settles the usual language-model row; rows whose
+    set is larger go through a bucket selection (:func:`_bucket_cutoff`), a few linear passes.
 
     Args:
         scores: [B, V] higher = kept first (-inf: never kept unless the row has nothing else).
@@ -57,16 +58,43 @@ def mass_cutoff(scores: torch.Tensor, probs: torch.Tensor, mass: float, start: i
     Returns:
         [B, 1] threshold; keep ``scores >= threshold``.
     """
-    vocab = scores.shape[-1]
-    k = min(start, vocab)
-    while True:
-        top, idx = scores.topk(k, dim=-1)  # [B, k], descending
-        p = probs.gather(-1, idx)
-        before = p.cumsum(-1) - p  # mass strictly before each sorted position
-        n_keep = (before < mass).sum(-1, keepdim=True).clamp_min(1)  # [B, 1]; positions 0..n_keep-1
-        if k == vocab or not bool((n_keep == k).any()):
-            return top.gather(-1, n_keep - 1)
-        k = min(vocab, k * 8)
+    k = min(start, scores.shape[-1])
+    top, idx = scores.topk(k, dim=-1)  # [B, k], descending
+    p = probs.gather(-1, idx)
+    n_keep = ((p.cumsum(-1) - p) < mass).sum(-1, keepdim=True).clamp_min(1)  # kept prefix length
+    cutoff = top.gather(-1, n_keep - 1)
+    if k == scores.shape[-1]:
+        return cutoff
+    more = (n_keep[:, 0] == k).nonzero()[:, 0]  # rows whose kept set may extend past the top k
+    if more.numel():
+        cutoff = cutoff.index_copy(0, more, _bucket_cutoff(scores[more], probs[more], mass))
+    return cutoff
+
+
+def _bucket_cutoff(scores: torch.Tensor, probs: torch.Tensor, mass: float, n_bins: int = 1024) -> torch.Tensor:
+    """``mass_cutoff`` by bucket selection: bin the scores (finest bins at the top score), sum the mass per bin
+    with one ``bincount``, find the bin where the cumulative mass reaches ``mass``, and sort only that bin."""
+    rows = scores.shape[0]
+    finite = torch.isfinite(scores)
+    top = scores.amax(-1, keepdim=True)
+    low = torch.where(finite, scores, top).amin(-1, keepdim=True)
+    scale = n_bins / (top - low).clamp_min(torch.finfo(scores.dtype).tiny)
+    # bin 0 holds the highest scores; -inf scores go to the last bin (they carry no mass)
+    bins = ((top - scores) * scale).nan_to_num(n_bins - 1, posinf=n_bins - 1).long().clamp_(0, n_bins - 1)
+    offsets = torch.arange(rows, device=scores.device)[:, None] * n_bins
+    weights = torch.where(finite, probs, 0.0).double()
+    bin_mass = torch.bincount((bins + offsets).view(-1), weights.view(-1), minlength=rows * n_bins).view(rows, n_bins)
+    through = bin_mass.cumsum(-1)
+    last_nonempty = (n_bins - 1) - (bin_mass.flip(-1) > 0).int().argmax(-1, keepdim=True)
+    boundary = torch.minimum((through < mass).sum(-1, keepdim=True), last_nonempty)  # [R, 1]
+    above = through.gather(-1, boundary) - bin_mass.gather(-1, boundary)  # mass in the bins before it
+    inside = (bins == boundary) & finite
+    width = int(inside.sum(-1).max())
+    cand, idx = torch.where(inside, scores, NEG_INF).topk(width, dim=-1)
+    p = torch.where(torch.isfinite(cand), probs.gather(-1, idx).double(), 0.0)
+    before = above + p.cumsum(-1) - p
+    n_keep = ((before < mass) & torch.isfinite(cand)).sum(-1, keepdim=True).clamp_min(1)
+    return cand.gather(-1, n_keep - 1)
 
 
 def inverse_cdf(logprobs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
