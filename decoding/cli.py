@@ -1,0 +1,391 @@
+"""The ``decoding`` command line: ``decoding generate``, ``decoding model`` and ``decoding bench SUITE``.
+
+Samplers are written in a small spec language, parsed by :func:`parse_sampler`: stages separated by ``|`` and
+applied left to right, each ``name`` or ``name=value``, e.g. ``"temperature=0.8|top_k=50|top_p=0.9"``,
+``"greedy"``, ``"min_p=0.05"``. A value is a comma-separated list of the sampler's parameters, by position or
+by name (``top_k=50`` is ``top_k=k=50``). The names are the keys of :data:`SAMPLERS`; a new sampler joins the
+language with one line, e.g. ``SAMPLERS["top_h"] = SamplerFactory(TopH, {"alpha": float, "top_n": int, "rule": str})``
+(then ``top_h``, ``top_h=0.4`` and ``top_h=0.4,rule=paper`` all parse).
+
+Examples::
+
+    decoding generate "The capital of France is" --sampler "temperature=0.7|top_p=0.9" --max-new-tokens 32
+    decoding generate "def fib(n):" --sampler greedy --stop '\\n\\n'
+    decoding model                      # prepare the default model (Gemma 3 270M) and print its directory
+    decoding bench samplers --repeats 5 # writes bench-results/samplers.json and .png
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import difflib
+import inspect
+import sys
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+from decoding.samplers import (
+    Categorical, Chain, Greedy, MinP, Mirostat, Temperature, TokenSampler, TopH, TopK, TopP, Typical,
+)
+
+DEFAULT_SAMPLER = "categorical"
+
+
+class SamplerSpecError(ValueError, argparse.ArgumentTypeError):
+    """A sampler spec that does not parse: an unknown name or a bad value (argparse shows the message)."""
+
+
+class SamplerFactory:
+    """Builds a sampler from the value of ``name=value``: its parameters by position or as ``key=value``.
+
+    Args:
+        cls: the sampler class.
+        params: the parameters the spec may set, in positional order, each with its converter (``int``,
+            ``float``, ``str``). Parameters without a default in ``cls`` make the value required.
+        metavar: how help texts write the value (default: the first parameter's name in capitals).
+
+    Example:
+        >>> SamplerFactory(TopK, {"k": int})("50")
+        TopK(k=50)
+    """
+
+    def __init__(self, cls: type[TokenSampler], params: dict[str, Callable[[str], object]] | None = None,
+                 metavar: str | None = None):
+        self.cls, self.params = cls, dict(params or {})
+        self.metavar = metavar or (next(iter(self.params)).upper() if self.params else "")
+        signature = inspect.signature(cls)
+        self.required = [
+            name for name, p in signature.parameters.items()
+            if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+
+    def usage(self, name: str) -> str:
+        """How the stage is written, e.g. ``top_k=K``."""
+        if not self.params:
+            return name
+        return f"{name}={self.metavar}" if self.required else f"{name}[={self.metavar}]"
+
+    def __call__(self, value: str | None, name: str = "") -> TokenSampler:
+        name = name or self.cls.__name__
+        kwargs: dict[str, object] = {}
+        if value is not None:
+            if not self.params:
+                raise SamplerSpecError(f"{name} takes no value, got {name}={value}")
+            names, keywords = list(self.params), False
+            for position, item in enumerate(value.split(",")):
+                key, sep, raw = item.partition("=")
+                if sep:
+                    keywords = True
+                elif keywords:
+                    raise SamplerSpecError(f"{name}={value}: a value by position after one by name")
+                elif position >= len(names):
+                    raise SamplerSpecError(f"{name}={value}: too many values; {name} takes {', '.join(names)}")
+                else:
+                    key, raw = names[position], item
+                key = key.strip()
+                if key not in self.params:
+                    raise SamplerSpecError(f"{name}: unknown parameter {key!r}; it takes {', '.join(names)}")
+                if key in kwargs:
+                    raise SamplerSpecError(f"{name}: parameter {key!r} given twice")
+                kwargs[key] = _convert(name, key, raw.strip(), self.params[key])
+        missing = [p for p in self.required if p not in kwargs]
+        if missing:
+            raise SamplerSpecError(f"{name} needs a value: {self.usage(name)}")
+        try:
+            return self.cls(**kwargs)
+        except (ValueError, TypeError) as err:  # the sampler's own message, naming the bad value
+            message = str(err)
+            raise SamplerSpecError(message if message.startswith(name) else f"{name}: {message}") from err
+
+
+def _convert(name: str, key: str, raw: str, convert: Callable[[str], object]) -> object:
+    try:
+        return convert(raw)
+    except (ValueError, TypeError):
+        what = {int: "an integer", float: "a number"}.get(convert, getattr(convert, "__name__", "a value"))
+        raise SamplerSpecError(f"{name}: {key} must be {what}, got {raw!r}") from None
+
+
+#: The sampler names of the spec language -> their factories. Extend it to add a sampler to the CLI.
+SAMPLERS: dict[str, SamplerFactory] = {
+    "greedy": SamplerFactory(Greedy),
+    "categorical": SamplerFactory(Categorical),
+    "temperature": SamplerFactory(Temperature, {"temperature": float}, metavar="T"),
+    "top_k": SamplerFactory(TopK, {"k": int}),
+    "top_p": SamplerFactory(TopP, {"p": float}),
+    "min_p": SamplerFactory(MinP, {"p": float}),
+    "typical": SamplerFactory(Typical, {"p": float}),
+    "top_h": SamplerFactory(TopH, {"alpha": float, "top_n": int, "rule": str}),
+    "mirostat": SamplerFactory(Mirostat, {"tau": float, "eta": float, "version": int, "m": int, "surprise": str}),
+}
+
+
+def parse_sampler(spec: str) -> TokenSampler:
+    """Build a token sampler from a spec such as ``"temperature=0.8|top_k=50|top_p=0.9"``.
+
+    Stages are separated by ``|`` and applied left to right; each is ``name`` or ``name=value`` with a name from
+    :data:`SAMPLERS` (``-`` may stand for ``_``). One stage gives that sampler, several a :class:`Chain`, which
+    ends in a categorical draw unless its last stage draws (``greedy``).
+
+    Raises:
+        SamplerSpecError (a ValueError): unknown name, bad value, or a drawing stage that is not the last; the
+            message names the known samplers or repeats the sampler's own complaint.
+
+    Example:
+        >>> parse_sampler("temperature=0.8|top_k=50")
+        Temperature(temperature=0.8) | TopK(k=50)
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"spec: expected a string, got {type(spec).__name__}")
+    stages = []
+    for text in spec.split("|"):
+        text = text.strip()
+        if not text:
+            raise SamplerSpecError(f"empty stage in sampler spec {spec!r}; write stages as name or name=value, "
+                                   f"separated by '|'")
+        raw_name, sep, value = text.partition("=")
+        name = raw_name.strip().lower().replace("-", "_")
+        factory = SAMPLERS.get(name)
+        if factory is None:
+            close = difflib.get_close_matches(name, SAMPLERS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SamplerSpecError(f"unknown sampler {raw_name.strip()!r}{hint}; known samplers: {known_samplers()}")
+        stages.append(factory(value.strip() if sep else None, name))
+    if len(stages) == 1:
+        return stages[0]
+    try:
+        return Chain(stages)
+    except ValueError as err:
+        raise SamplerSpecError(f"sampler spec {spec!r}: {err}") from err
+
+
+def known_samplers() -> str:
+    """The spec language's stages, e.g. ``"categorical, greedy, min_p=P, ..."``."""
+    return ", ".join(SAMPLERS[name].usage(name) for name in sorted(SAMPLERS))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# argument types: checked while parsing, before any model work
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected an integer >= 1, got 0")
+    return value
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def _stop_string(text: str) -> str:
+    """A stop string, with the escapes \\n, \\t, \\r and \\\\ read as the characters they name."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in _ESCAPES:
+            out.append(_ESCAPES[text[i + 1]])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    if not out:
+        raise argparse.ArgumentTypeError("stop strings must be non-empty")
+    return "".join(out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from decoding import __version__
+    from decoding.bench import DEFAULT_OUT, SUITES
+
+    parser = argparse.ArgumentParser(
+        prog="decoding",
+        description="Exact constrained, entropy-controlled and speculative decoding for Hugging Face causal LMs.",
+    )
+    parser.add_argument("--version", action="version", version=f"decoding {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    gen = commands.add_parser(
+        "generate", help="generate text from a prompt, streamed as it is produced",
+        description="Generate a continuation of PROMPT and stream it to stdout; a one-line summary (tokens, "
+                    "tokens/s, forwards, why it ended, model log-probability) goes to stderr.",
+    )
+    gen.add_argument("prompt", help="the prompt text ('-' reads it from stdin)")
+    gen.add_argument("--model", metavar="PATH", default=None,
+                     help="HF checkpoint directory or hub id (default: the embedded Gemma 3 270M)")
+    gen.add_argument("--sampler", metavar="SPEC", type=parse_sampler, default=DEFAULT_SAMPLER,
+                     help="stages separated by '|', applied left to right, e.g. 'temperature=0.8|top_k=50|top_p=0.9'"
+                          f"; known: {known_samplers()} (default: {DEFAULT_SAMPLER})")
+    gen.add_argument("--max-new-tokens", metavar="N", type=_non_negative_int, default=64,
+                     help="generated tokens at most (default: 64)")
+    gen.add_argument("--seed", metavar="S", type=int, default=0, help="random seed (default: 0)")
+    gen.add_argument("--stop", metavar="STR", type=_stop_string, nargs="+", action="extend", default=None,
+                     help="stop strings: the text ends before the first one (\\n, \\t, \\r, \\\\ are read as escapes)")
+    gen.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    gen.set_defaults(handler=_generate)
+
+    model = commands.add_parser(
+        "model", help="prepare the embedded default model and print its directory",
+        description="Convert the embedded default model (Gemma 3 270M, from its PyPI packages) once into the "
+                    "cache directory, and print that directory.",
+    )
+    model.set_defaults(handler=_model)
+
+    bench = commands.add_parser(
+        "bench", help="run a benchmark suite: prints a table, writes SUITE.json and SUITE.png",
+        description="Run a benchmark suite from decoding.benchmarks. Suites report ratios (overhead %%, speedups) "
+                    "with medians over repeats.",
+    )
+    bench.add_argument("suite", metavar="SUITE", choices=sorted(SUITES),
+                       help=f"one of: {', '.join(sorted(SUITES))}")
+    bench.add_argument("--model", metavar="PATH", default=None,
+                       help="HF checkpoint directory or hub id (default: the embedded Gemma 3 270M)")
+    bench.add_argument("--out", metavar="DIR", default=DEFAULT_OUT, help=f"output directory (default: {DEFAULT_OUT})")
+    bench.add_argument("--repeats", metavar="N", type=_positive_int, default=None,
+                       help="timed repetitions per case (default: the suite's)")
+    bench.add_argument("--quick", action="store_true", help="few repeats: a smoke run, not a measurement")
+    bench.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    bench.set_defaults(handler=_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``decoding`` command line; returns the exit status (argparse exits with 2 on bad arguments)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return args.handler(parser, args)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# decoding generate
+
+
+class TextStream:
+    """Writes one sequence's text as its tokens arrive, equal to the final ``Generation.text``.
+
+    Token bytes go through an incremental UTF-8 decoder (a character split across tokens appears once whole;
+    invalid bytes become U+FFFD as in ``LanguageModel.decode``); special tokens are skipped. With stop strings,
+    the last ``len(longest stop) - 1`` characters are held back until they cannot start a stop string, so the
+    stream is cut before the stop exactly where ``dc.generate`` cuts the text.
+    """
+
+    def __init__(self, vocabulary, stop: Sequence[str] = (), out: TextIO | None = None):
+        self.vocabulary = vocabulary
+        self.stop = tuple(stop)
+        self.out = out if out is not None else sys.stdout
+        self.hold = max((len(s) for s in self.stop), default=1) - 1
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""
+        self._written: list[str] = []
+        self.stopped = False
+
+    def __call__(self, row: int, token: int) -> None:
+        """The ``on_token`` callback of ``dc.generate`` (one sequence: row 0)."""
+        if self.stopped or self.vocabulary.is_special[token]:
+            return
+        self._push(self._decoder.decode(self.vocabulary.token_bytes[token]))
+
+    def _push(self, text: str) -> None:
+        window = self._pending + text
+        cuts = [i for i in (window.find(s) for s in self.stop) if i >= 0]
+        if cuts:
+            self._write(window[: min(cuts)])
+            self._pending, self.stopped = "", True
+            return
+        split = max(len(window) - self.hold, 0)
+        self._write(window[:split])
+        self._pending = window[split:]
+
+    def _write(self, text: str) -> None:
+        if text:
+            self._written.append(text)
+            self.out.write(text)
+            self.out.flush()
+
+    def finish(self, text: str) -> None:
+        """Write what is still held back, given the sequence's final text, then a newline."""
+        written = "".join(self._written)
+        if text.startswith(written):
+            self._write(text[len(written):])
+        self.out.write("\n")
+        self.out.flush()
+
+
+def _generate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    import decoding as dc
+
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    try:
+        lm = dc.load(args.model, device=args.device)
+        stream = TextStream(lm.vocabulary, args.stop or ())
+        out = dc.generate(lm, prompt, args.sampler, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                          stop=args.stop, on_token=stream)
+    except (ValueError, ImportError) as err:
+        print(f"decoding generate: error: {err}", file=sys.stderr)
+        return 1
+    seq, stats = out[0], out.stats
+    stream.finish(seq.text)
+    print(summary(seq, stats), file=sys.stderr)
+    return 0
+
+
+def summary(seq, stats) -> str:
+    """One line about a generation: tokens, speed, forwards, how it ended, log-probabilities."""
+    ended = "finished" if seq.finished else "not finished"
+    parts = [
+        f"{len(seq.token_ids)} tokens",
+        f"{stats.tokens_per_second:.1f} tokens/s",
+        f"{stats.forwards} forwards",
+        f"{ended} ({seq.reason})",
+        f"logprob {seq.logprob:.3f}",
+    ]
+    if seq.log_weight != 0.0:
+        parts.append(f"log_weight {seq.log_weight:.3f}")
+    return "[" + ", ".join(parts) + "]"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# decoding model / decoding bench
+
+
+def _model(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from decoding.default_model import prepare
+
+    try:
+        path = prepare(progress=True)
+    except ImportError as err:
+        print(f"decoding model: error: {err}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+def _bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from decoding.bench import BenchConfig, BenchSetupError, run_suite
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out: {str(out)!r} exists and is not a directory")
+    config = BenchConfig(model=args.model, repeats=args.repeats, quick=args.quick, device=args.device)
+    try:
+        run_suite(args.suite, config, out)
+    except BenchSetupError as err:
+        print(f"decoding bench: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""The `decoding` command line: the sampler spec language, `generate` (streamed text equals dc.generate's),
+`bench samplers` (JSON with every row), and the console script. A tiny random Llama on the real Llama 3
+tokenizer, saved to a temporary checkpoint directory, stands in for the model."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import decoding as dc
+from decoding import cli
+from decoding.cli import SAMPLERS, SamplerSpecError, main, parse_sampler
+
+from conftest import llama3_tokenizer, tiny_llama
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> str:
+    """A tiny random Llama with the Llama 3 tokenizer, saved as an HF checkpoint directory."""
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = llama3_tokenizer()
+    tiny_llama(tokenizer, seed=1).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def lm(checkpoint):
+    return dc.load(checkpoint, device="cpu")
+
+
+# --- parse_sampler --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "spec, cls, attrs",
+    [
+        ("greedy", dc.Greedy, {}),
+        ("categorical", dc.Categorical, {}),
+        ("temperature=0.8", dc.Temperature, {"temperature": 0.8}),
+        ("top_k=50", dc.TopK, {"k": 50}),
+        ("top_p=0.9", dc.TopP, {"p": 0.9}),
+        ("min_p=0.05", dc.MinP, {"p": 0.05}),
+        ("typical=0.95", dc.Typical, {"p": 0.95}),
+        (" Top-K = k=7 ", dc.TopK, {"k": 7}),  # spaces, case, '-' for '_', the parameter by name
+    ],
+)
+def test_parse_every_registered_sampler(spec, cls, attrs):
+    sampler = parse_sampler(spec)
+    assert type(sampler) is cls
+    assert {k: getattr(sampler, k) for k in attrs} == attrs
+
+
+def test_every_registered_name_is_tested():
+    tested = {"greedy", "categorical", "temperature", "top_k", "top_p", "min_p", "typical"}
+    assert tested <= set(SAMPLERS), "a sampler of the brief is missing from the registry"
+    for name in set(SAMPLERS) - tested:  # samplers added later: at least their bare name or usage must parse
+        factory = SAMPLERS[name]
+        if not factory.required:
+            assert isinstance(parse_sampler(name), dc.TokenSampler)
+
+
+def test_parse_chain_keeps_order_and_parameters():
+    chain = parse_sampler("temperature=0.8|top_k=50|top_p=0.9")
+    assert isinstance(chain, dc.Chain)
+    assert [type(s) for s in chain.stages] == [dc.Temperature, dc.TopK, dc.TopP]
+    assert (chain.stages[0].temperature, chain.stages[1].k, chain.stages[2].p) == (0.8, 50, 0.9)
+    ends_greedy = parse_sampler("min_p=0.1|greedy")
+    assert [type(s) for s in ends_greedy.stages] == [dc.MinP, dc.Greedy]
+    logprobs = torch.log_softmax(torch.randn(3, 40, generator=torch.Generator().manual_seed(0)), -1)
+    expected = (dc.Temperature(0.8) | dc.TopK(50) | dc.TopP(0.9)).sample(logprobs, None, dc.RowStreams.from_seed(4, 3))
+    got = chain.sample(logprobs, None, dc.RowStreams.from_seed(4, 3))
+    assert torch.equal(got.tokens, expected.tokens)
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("nucleus=0.9", "known samplers: categorical, greedy"),
+        ("tmperature=0.7", "did you mean 'temperature'"),
+        ("top_k=5.5", "k must be an integer, got '5.5'"),
+        ("temperature=hot", "temperature must be a number, got 'hot'"),
+        ("temperature=0", "temperature must be a finite number > 0"),  # the sampler's own ValueError
+        ("top_p=1.5", "top_p must be in (0, 1]"),
+        ("top_k=0", "k must be an int >= 1"),
+        ("top_k", "top_k needs a value: top_k=K"),
+        ("greedy=1", "greedy takes no value"),
+        ("top_k=5,6", "too many values"),
+        ("top_k=n=5", "unknown parameter 'n'"),
+        ("greedy|top_k=5", "must be the last sampler of a chain"),
+        ("top_k=5||top_p=0.9", "empty stage"),
+    ],
+)
+def test_parse_errors_name_the_problem(spec, message):
+    with pytest.raises(ValueError, match=None) as err:
+        parse_sampler(spec)
+    assert isinstance(err.value, SamplerSpecError)
+    assert message in str(err.value)
+
+
+def test_cli_rejects_bad_sampler_and_bad_numbers_before_loading(capsys, monkeypatch):
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model must not be loaded for bad arguments")
+
+    monkeypatch.setattr(dc, "load", no_load)
+    for argv, message in [
+        (["generate", "hi", "--sampler", "nucleus=0.9"], "known samplers: categorical, greedy, min_p=P"),
+        (["generate", "hi", "--sampler", "top_p=2"], "top_p must be in (0, 1], got 2.0"),
+        (["generate", "hi", "--max-new-tokens", "-1"], "expected an integer >= 0, got -1"),
+        (["generate", "hi", "--stop", ""], "stop strings must be non-empty"),
+        (["bench", "nosuch"], "invalid choice: 'nosuch' (choose from"),  # then the suites: 'samplers'...
+        (["bench", "samplers", "--repeats", "0"], "expected an integer >= 1"),
+        ([], "the following arguments are required: COMMAND"),
+    ]:
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        assert message in capsys.readouterr().err, argv
+
+
+# --- decoding generate ----------------------------------------------------------------------------------------
+
+def test_generate_streams_the_same_text_as_dc_generate(checkpoint, lm, capsys):
+    expected = dc.generate(lm, "hi", dc.Greedy(), max_new_tokens=5)[0]
+    assert main(["generate", "hi", "--model", checkpoint, "--sampler", "greedy", "--max-new-tokens", "5"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == expected.text + "\n"
+    summary = captured.err.strip().splitlines()[-1]
+    assert f"{len(expected.token_ids)} tokens" in summary
+    assert "tokens/s" in summary and "forwards" in summary
+    assert expected.reason in summary and f"logprob {expected.logprob:.3f}" in summary
+
+
+def test_generate_with_sampler_seed_and_stop_matches_dc_generate(checkpoint, lm, capsys):
+    sampler = "temperature=1.5|top_k=200"
+    full = dc.generate(lm, "Once", parse_sampler(sampler), max_new_tokens=12, seed=7)[0].text
+    stop = full[len(full) // 2 : len(full) // 2 + 2]
+    assert stop.strip(), "the tiny model's text is too short to cut"
+    expected = dc.generate(lm, "Once", parse_sampler(sampler), max_new_tokens=12, seed=7, stop=[stop])[0]
+    assert expected.reason == "stop"
+    argv = ["generate", "Once", "--model", checkpoint, "--sampler", sampler, "--max-new-tokens", "12", "--seed", "7",
+            "--stop", stop, "zzz-not-in-text"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert captured.out == expected.text + "\n"
+    assert "finished (stop)" in captured.err
+
+
+def test_text_stream_holds_back_a_stop_split_across_tokens(lm):
+    """Stop strings spanning tokens, and multi-byte characters split across tokens, stream exactly the final text."""
+    import io
+
+    vocab = lm.vocabulary
+    ids = lm.tokenizer("Hello world. Bye", add_special_tokens=False)["input_ids"]
+    assert len(ids) >= 4
+    text = vocab.decode_bytes(ids).decode()
+    assert text == "Hello world. Bye"
+    for stop, cut in [("world", "Hello "), ("o w", "Hell"), (". B", "Hello world"), ("Bye", "Hello world. ")]:
+        out = io.StringIO()
+        stream = cli.TextStream(vocab, [stop], out)
+        for t in ids:
+            stream(0, t)
+        assert stream.stopped and out.getvalue() == cut, stop  # cut as it streams, not only at the end
+        stream.finish(cut)
+        assert out.getvalue() == cut + "\n"
+    out = io.StringIO()
+    stream = cli.TextStream(vocab, ["nope"], out)
+    for t in ids:
+        stream(0, t)
+    assert not stream.stopped and out.getvalue() == text[:-3]  # len("nope") - 1 characters held back
+    stream.finish(text)
+    assert out.getvalue() == text + "\n"
+    # "é" is two bytes; split it over two byte-level tokens: nothing printed until it is whole
+    e_bytes = "é".encode()
+    byte_ids = [vocab.token_bytes.index(bytes([b])) for b in e_bytes]
+    out = io.StringIO()
+    stream = cli.TextStream(vocab, (), out)
+    stream(0, byte_ids[0])
+    assert out.getvalue() == ""
+    stream(0, byte_ids[1])
+    assert out.getvalue() == "é"
+
+
+def test_generate_reports_library_errors_cleanly(tmp_path, capsys):
+    assert main(["generate", "hi", "--model", str(tmp_path / "missing.dir")]) == 1
+    assert "error:" in capsys.readouterr().err
+
+
+# --- decoding bench ---------------------------------------------------------------------------------------------
+
+def test_bench_samplers_quick_writes_every_row(checkpoint, tmp_path, capsys):
+    from decoding.benchmarks import samplers as suite
+
+    out = tmp_path / "results"
+    assert main(["bench", "samplers", "--model", checkpoint, "--quick", "--out", str(out)]) == 0
+    data = json.loads((out / "samplers.json").read_text())
+    assert data["suite"] == "samplers"
+    rows = {(r["sampler"], r["batch"]): r for r in data["rows"]}
+    assert set(rows) == {(s, b) for s in suite.SAMPLERS for b in (1, 32)}
+    for r in rows.values():
+        assert r["sampler_ms"] > 0 and r["forward_ms"] > 0
+        assert r["overhead_pct"] == pytest.approx(100 * r["sampler_ms"] / r["forward_ms"], rel=1e-2)
+    settings = data["settings"]
+    assert settings["vocab_size"] == 128256 and settings["repeats"] == suite.QUICK_REPEATS
+    assert settings["model"] == checkpoint and settings["torch_threads"] >= 1
+    assert len(settings["prompts"]) == 32 and set(settings["prompt_tokens"]) == {16}
+    assert data["environment"]["torch"] == torch.__version__
+    printed = capsys.readouterr().out
+    for spec in suite.SAMPLERS:
+        assert spec in printed
+    assert "B=32 overhead" in printed
+    pytest.importorskip("matplotlib")
+    assert (out / "samplers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_runner_helpers(capsys, monkeypatch):
+    from decoding import bench
+
+    calls = []
+    assert bench.time_median(lambda: calls.append(1), repeats=3, warmup=2) >= 0
+    assert len(calls) == 5
+    medians = bench.time_interleaved({"a": lambda: None, "b": lambda: None}, repeats=2, warmup=1, progress=False)
+    assert set(medians) == {"a", "b"}
+    table = bench.format_table(["name", "ms"], [["x", "1.0"], ["longer", "10.5"]])
+    assert table.splitlines()[0].startswith("name") and table.splitlines()[3].endswith("10.5")
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # as if the bench extra were missing
+    assert bench.write_png("unused.png", lambda fig: None) is False
+    assert "decoding[bench]" in capsys.readouterr().err
+
+
+# --- the console script -----------------------------------------------------------------------------------------
+
+def test_console_script_runs():
+    exe = shutil.which("decoding") or str(Path(sys.executable).parent / "decoding")
+    assert os.path.exists(exe), "the `decoding` console script is not installed (pip install -e .)"
+    result = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    for command in ("generate", "bench", "model"):
+        assert command in result.stdout
