@@ -1,0 +1,5 @@
+"""``python -m decoding`` is the ``decoding`` command."""
+
+from decoding.cli import main
+
+raise SystemExit(main())
