@@ -15,19 +15,10 @@ import pytest
 import torch
 
 from decoding.cli import parse_sampler
+from decoding.benchmarks.samplers import SAMPLERS  # the same specs as `decoding bench samplers`
 from decoding.kernels.random import RowStreams
 
 VOCAB = 262_144
-SAMPLERS = (
-    "greedy",
-    "categorical",
-    "temperature=0.8",
-    "top_k=50",
-    "top_p=0.9",
-    "min_p=0.05",
-    "typical=0.95",
-    "temperature=0.8|top_k=50|top_p=0.9",
-)
 
 
 @pytest.fixture(scope="module", params=[1, 32], ids=lambda b: f"B{b}")

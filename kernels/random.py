@@ -78,7 +78,7 @@ class RowStreams:
         with np.errstate(over="ignore"):
             x = _mix64(self.keys[:, None] + (self.counters[:, None] + steps[None, :] + np.uint64(1)) * _GOLDEN)
             self.counters = self.counters + np.uint64(width)
-        u = ((x >> np.uint64(11)).astype(np.float64) + 0.5) * (1.0 / 2**53)
+        u = ((x >> np.uint64(12)).astype(np.float64) + 0.5) * (1.0 / 2**52)  # 52 bits: max 1 - 2**-53 < 1
         out = torch.from_numpy(u).to(device)
         return out[:, 0] if n is None else out
 

@@ -35,7 +35,8 @@ def check_logprobs(logprobs: torch.Tensor, name: str = "logprobs") -> None:
     bad = ~torch.isfinite(top)
     if bool(bad.any()):
         row = int(bad.nonzero()[0, 0])
-        what = "NaN" if bool(torch.isnan(top[row])) else "no finite entry (every token is -inf)"
+        what = ("NaN" if bool(torch.isnan(top[row])) else "+inf" if bool(top[row] > 0)
+                else "no finite entry (every token is -inf)")
         raise ValueError(
             f"{name}: row {row} has {what}; a sampler never draws from an undefined distribution "
             "(check the model's logits or the constraint that removed every token)"

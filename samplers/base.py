@@ -51,6 +51,13 @@ class Sample(NamedTuple):
     state: State
 
 
+def check_fraction(name: str, value: float) -> float:
+    """``value`` as a float in (0, 1], or a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+    return float(value)
+
+
 def select_rows(state: State, indices: torch.Tensor) -> State:
     """Pick rows of a state (tensors, numpy arrays, lists, tuples, dicts of them; None stays None)."""
     if state is None:
@@ -92,8 +99,12 @@ class TokenSampler:
         raise NotImplementedError(f"{type(self).__name__} is not a terminal sampler")
 
     def law(self, logprobs: torch.Tensor, state: State) -> torch.Tensor:
-        """The distribution ``draw`` samples from, as log-probabilities (for ``dc.hf.LogitsProcessor``)."""
-        return logprobs
+        """The distribution ``sample`` draws from, as log-probabilities (for ``dc.hf.LogitsProcessor``).
+        Terminal samplers override it (Greedy: a point mass); the categorical draw's law is its input."""
+        if self.terminal:
+            return logprobs
+        chain = Chain(self.stages)
+        return chain.law(logprobs, None if state is None else (state,) + (None,) * (len(chain._run) - 1))
 
     def accept(self, state: State, tokens: torch.Tensor, logprobs: torch.Tensor) -> State:
         return state

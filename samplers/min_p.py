@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from decoding.kernels.sampling import keep
-from decoding.samplers.base import TokenSampler
+from decoding.samplers.base import TokenSampler, check_fraction
 
 
 class MinP(TokenSampler):
@@ -22,9 +22,7 @@ class MinP(TokenSampler):
     """
 
     def __init__(self, p: float):
-        if not isinstance(p, (int, float)) or not 0 < p <= 1:
-            raise ValueError(f"min_p must be in (0, 1], got {p!r}")
-        self.p = float(p)
+        self.p = check_fraction("min_p", p)
 
     def transform(self, logprobs, state):
         threshold = logprobs.amax(-1, keepdim=True) + math.log(self.p)

@@ -19,7 +19,8 @@ class Temperature(TokenSampler):
     """
 
     def __init__(self, temperature: float):
-        if not isinstance(temperature, (int, float)) or not temperature > 0 or temperature == float("inf"):
+        finite_number = isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
+        if not finite_number or not 0 < temperature < float("inf"):
             raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}; use Greedy() for T = 0")
         self.temperature = float(temperature)
 

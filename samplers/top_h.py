@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from decoding.kernels.sampling import NEG_INF, entropy, keep
-from decoding.samplers.base import TokenSampler
+from decoding.samplers.base import TokenSampler, check_fraction
 
 RULES = ("reference", "paper")
 
@@ -39,13 +39,11 @@ class TopH(TokenSampler):
     """
 
     def __init__(self, alpha: float = 0.4, top_n: int = 100, rule: str = "reference"):
-        if not isinstance(alpha, (int, float)) or not 0 < alpha <= 1:
-            raise ValueError(f"alpha must be in (0, 1], got {alpha!r}")
         if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
             raise ValueError(f"top_n must be an int >= 1, got {top_n!r}")
         if rule not in RULES:
             raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
-        self.alpha, self.top_n, self.rule = float(alpha), top_n, rule
+        self.alpha, self.top_n, self.rule = check_fraction("alpha", alpha), top_n, rule
 
     def transform(self, logprobs, state):
         top, idx = logprobs.topk(min(self.top_n, logprobs.shape[-1]), dim=-1)  # [B, N] descending

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decoding.kernels.sampling import keep, mass_cutoff
-from decoding.samplers.base import TokenSampler
+from decoding.samplers.base import TokenSampler, check_fraction
 
 
 class TopP(TokenSampler):
@@ -23,9 +23,7 @@ class TopP(TokenSampler):
     """
 
     def __init__(self, p: float):
-        if not isinstance(p, (int, float)) or not 0 < p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {p!r}")
-        self.p = float(p)
+        self.p = check_fraction("top_p", p)
 
     def transform(self, logprobs, state):
         if self.p >= 1:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decoding.kernels.sampling import NEG_INF, entropy, keep, mass_cutoff
-from decoding.samplers.base import TokenSampler
+from decoding.samplers.base import TokenSampler, check_fraction
 
 
 class Typical(TokenSampler):
@@ -22,9 +22,7 @@ class Typical(TokenSampler):
     """
 
     def __init__(self, p: float):
-        if not isinstance(p, (int, float)) or not 0 < p <= 1:
-            raise ValueError(f"typical_p must be in (0, 1], got {p!r}")
-        self.p = float(p)
+        self.p = check_fraction("typical_p", p)
 
     def transform(self, logprobs, state):
         if self.p >= 1:
