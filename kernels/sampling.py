@@ -14,12 +14,24 @@ _BLOCK = 512  # inverse-CDF block width: V / 512 block sums, then one block of 5
 
 def renormalize(logprobs: torch.Tensor) -> torch.Tensor:
     """Log-probabilities rescaled to sum to one over the entries that are not -inf. [B, V] -> [B, V]"""
-    return logprobs - logprobs.logsumexp(-1, keepdim=True)
+    return torch.log_softmax(logprobs, dim=-1)  # one fused kernel: a [B, V] pass costs more than the arithmetic
 
 
 def keep(logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Truncate to the entries where ``mask`` is True and renormalise. [B, V], bool [B, V] -> [B, V]"""
     return renormalize(logprobs.masked_fill(~mask, NEG_INF))
+
+
+def keep_listed(logprobs: torch.Tensor, values: torch.Tensor, idx: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """Truncate to a few listed entries and renormalise, touching the full [B, V] tensor once (a write).
+
+    Args:
+        logprobs: [B, V], only for the shape, dtype and device.
+        values, idx: [B, N] the log-probs of the listed entries and their ids (e.g. from ``topk``).
+        kept: [B, N] bool, which listed entries stay.
+    """
+    listed = torch.log_softmax(values.masked_fill(~kept, NEG_INF), dim=-1)
+    return torch.full_like(logprobs, NEG_INF).scatter_(-1, idx, listed)
 
 
 def entropy(logprobs: torch.Tensor) -> torch.Tensor:

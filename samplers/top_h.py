@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from decoding.kernels.sampling import NEG_INF, entropy, keep
+from decoding.kernels.sampling import NEG_INF, entropy, keep_listed
 from decoding.samplers.base import TokenSampler, check_fraction
 
 RULES = ("reference", "paper")
@@ -50,8 +50,7 @@ class TopH(TokenSampler):
         kept = self._reference(top) if self.rule == "reference" else self._paper(top, logprobs)
         kept[:, 0] = True
         kept &= top > NEG_INF
-        mask = torch.zeros_like(logprobs, dtype=torch.bool).scatter(-1, idx, kept)
-        return keep(logprobs, mask)
+        return keep_listed(logprobs, top, idx, kept)
 
     def _reference(self, top: torch.Tensor) -> torch.Tensor:
         q_log = torch.log_softmax(top, dim=-1)
