@@ -17,7 +17,7 @@ tokens when stop strings or a streaming callback need them on the host.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -70,7 +70,6 @@ class Stats:
     tokens: int = 0  # tokens fed to the model (prompts included, padding excluded)
     new_tokens: int = 0  # tokens generated
     wall_time: float = 0.0  # seconds
-    extra: dict = field(default_factory=dict)  # sampler-specific counters (SMC: resamplings, ...)
 
     @property
     def tokens_per_second(self) -> float:
