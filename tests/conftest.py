@@ -62,6 +62,23 @@ def tiny_gemma(tokenizer, seed: int = 0):
     return Gemma3ForCausalLM(config).eval()
 
 
+def tiny_gpt2(tokenizer, seed: int = 0):
+    """GPT-2 has learned absolute positions: wrong position ids under left padding change its outputs."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=512,
+                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    return GPT2LMHeadModel(config).eval()
+
+
+@pytest.fixture(scope="session")
+def gpt2_lm(llama_tokenizer):
+    from decoding import LanguageModel
+
+    return LanguageModel(tiny_gpt2(llama_tokenizer), llama_tokenizer)
+
+
 @pytest.fixture(scope="session")
 def llama_lm(llama_tokenizer):
     from decoding import LanguageModel
@@ -76,9 +93,9 @@ def gemma_lm(gemma_tokenizer):
     return LanguageModel(tiny_gemma(gemma_tokenizer), gemma_tokenizer)
 
 
-@pytest.fixture(params=["llama", "gemma"])
+@pytest.fixture(params=["llama", "gemma", "gpt2"])
 def tiny_lm(request):
-    """Each tiny model in turn."""
+    """Each tiny model in turn: rotary (Llama), rotary with a sliding window (Gemma 3), absolute positions (GPT-2)."""
     return request.getfixturevalue(f"{request.param}_lm")
 
 

@@ -87,6 +87,40 @@ class ForceEosOnRow0(dc.TokenSampler):
         return tokens, zeros, zeros
 
 
+class EosAfter(dc.TokenSampler):
+    """Terminal test sampler: a categorical draw, but EOS once a row has emitted its quota of tokens."""
+
+    terminal = True
+    stateful = True
+
+    def __init__(self, eos: int, quotas: list[int]):
+        self.eos, self.quotas = eos, quotas
+
+    def init_state(self, batch_size, device="cpu"):
+        return torch.tensor(self.quotas, device=device)
+
+    def draw(self, logprobs, state, rng):
+        drawn = dc.Categorical().draw(logprobs, None, rng)[0]
+        tokens = torch.where(state == 0, self.eos, drawn)
+        zeros = torch.zeros(tokens.shape, device=logprobs.device)
+        return tokens, zeros, zeros
+
+    def accept(self, state, tokens, logprobs):
+        return state - 1
+
+
+def test_rows_that_end_early_do_not_disturb_the_others(llama_lm):
+    """Rows leave the batch as they end; the rows left keep their own random streams and caches."""
+    eos = llama_lm.eos_token_ids[0]
+    prompts, seeds = ["a b c", "d", "e f"], [7, 8, 9]
+    batch = dc.generate(llama_lm, prompts, EosAfter(eos, [1, 50, 3]), max_new_tokens=10, seed=seeds)
+    assert [len(s.token_ids) for s in batch] == [2, 10, 4]
+    for i in (1, 2):
+        alone = dc.generate(llama_lm, [prompts[i]], EosAfter(eos, [[1, 50, 3][i]]), max_new_tokens=10,
+                            seed=[seeds[i]])
+        assert alone[0].token_ids == batch[i].token_ids
+
+
 class DieOnRow1(dc.TokenSampler):
     """Terminal test sampler whose row 1 hits a dead end (weight -inf) at the second step."""
 
