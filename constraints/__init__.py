@@ -1,1 +1,6 @@
-"""constraints"""
+"""Constraints: languages of byte strings, bound to a vocabulary for token-level decoding."""
+
+from decoding.constraints.base import DEAD, Constraint, TokenConstraint
+from decoding.constraints.predicate import Predicate, PredicateError
+
+__all__ = ["DEAD", "Constraint", "Predicate", "PredicateError", "TokenConstraint"]

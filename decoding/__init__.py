@@ -10,19 +10,20 @@ Example:
 """
 
 from decoding import hf
+from decoding.constraints import Constraint, Predicate, TokenConstraint
 from decoding.decode import Ancestral, DecodeTask, Decoder, Generation, SequenceSampler, Stats
 from decoding.generate import GenerationOutput, generate
 from decoding.kernels.random import RowStreams
 from decoding.model import KVBatch, LanguageModel, load
 from decoding.samplers import (
-    Categorical, Chain, Greedy, MinP, Mirostat, Sample, Temperature, TokenSampler, TopH, TopK, TopP, Typical,
+    Categorical, Chain, Greedy, Masked, MinP, Mirostat, Sample, Temperature, TokenSampler, TopH, TopK, TopP, Typical,
 )
 from decoding.vocabulary import Vocabulary
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Ancestral", "Categorical", "Chain", "DecodeTask", "Decoder", "Generation", "GenerationOutput", "Greedy",
-    "KVBatch", "LanguageModel", "MinP", "Mirostat", "RowStreams", "Sample", "SequenceSampler", "Stats", "Temperature",
-    "TokenSampler", "TopH", "TopK", "TopP", "Typical", "Vocabulary", "generate", "hf", "load",
+    "Ancestral", "Categorical", "Chain", "Constraint", "DecodeTask", "Decoder", "Generation", "GenerationOutput", "Greedy",
+    "KVBatch", "LanguageModel", "Masked", "MinP", "Mirostat", "Predicate", "RowStreams", "Sample", "SequenceSampler", "Stats", "Temperature",
+    "TokenConstraint", "TokenSampler", "TopH", "TopK", "TopP", "Typical", "Vocabulary", "generate", "hf", "load",
 ]

@@ -110,6 +110,7 @@ class Decoder:
     """B sequences being decoded together. See the module docstring."""
 
     def __init__(self, lm: LanguageModel, task: DecodeTask, sampler: TokenSampler):
+        sampler = sampler.bind(lm)
         self.lm, self.task, self.sampler = lm, task, sampler
         n = len(task.prompts)
         self.batch = lm.start(task.prompts)

@@ -2,6 +2,7 @@
 
 from decoding.samplers.base import Categorical, Chain, Sample, TokenSampler
 from decoding.samplers.greedy import Greedy
+from decoding.samplers.masked import Masked
 from decoding.samplers.min_p import MinP
 from decoding.samplers.mirostat import Mirostat
 from decoding.samplers.temperature import Temperature
@@ -11,6 +12,6 @@ from decoding.samplers.top_p import TopP
 from decoding.samplers.typical import Typical
 
 __all__ = [
-    "Categorical", "Chain", "Greedy", "MinP", "Mirostat", "Sample", "Temperature", "TokenSampler", "TopH", "TopK",
+    "Categorical", "Chain", "Greedy", "Masked", "MinP", "Mirostat", "Sample", "Temperature", "TokenSampler", "TopH", "TopK",
     "TopP", "Typical",
 ]

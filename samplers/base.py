@@ -87,6 +87,11 @@ class TokenSampler:
     def stages(self) -> tuple["TokenSampler", ...]:
         return (self,)
 
+    def bind(self, lm) -> "TokenSampler":
+        """This sampler ready for ``lm`` (constraint samplers bind their constraint to its vocabulary).
+        Called by the decode loop before the first step; the default returns the sampler itself."""
+        return self
+
     def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         return None
 
@@ -173,6 +178,10 @@ class Chain(TokenSampler):
     @property
     def stateful(self) -> bool:  # type: ignore[override]
         return any(s.stateful for s in self._run)
+
+    def bind(self, lm) -> "Chain":
+        bound = tuple(s.bind(lm) for s in self._stages)
+        return self if all(b is s for b, s in zip(bound, self._stages)) else Chain(bound)
 
     def init_state(self, batch_size, device="cpu"):
         return tuple(s.init_state(batch_size, device) for s in self._run)

@@ -1,0 +1,74 @@
+"""The constraint protocol.
+
+A :class:`Constraint` is a language of byte strings (a regex, a JSON Schema, a predicate on the text). Token work
+happens on a :class:`TokenConstraint`, the constraint bound to a model's vocabulary:
+
+- ``start() -> state``; ``advance(state, token_id) -> state`` or :data:`DEAD` (the only state change);
+- ``is_accepting(state)``: the text so far is a complete member of the language;
+- ``can_finish(state)``: some continuation reaches an accepting state;
+- ``mask(state) -> bool[V]``: the tokens ``advance`` would not kill, EOS ids iff accepting (pure, memoised).
+
+Batched forms (``advance_batch``, ``mask_batch``) have slow but correct defaults here; automata override them
+with vectorised kernels. AWRS only calls ``advance`` on drawn tokens; ``Masked`` uses ``mask``.
+
+Example:
+    >>> tc = dc.Regex(r"[0-9]+").bind(lm.vocabulary)        # doctest: +SKIP
+    >>> s = tc.advance(tc.start(), lm.encode("42")[-1])      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+DEAD = -1  # the state of a prefix no continuation can save
+State = Any
+
+
+class Constraint:
+    """A language of byte strings; ``bind`` gives its token-level view for a vocabulary."""
+
+    def bind(self, vocabulary, device: torch.device | str = "cpu") -> "TokenConstraint":
+        raise NotImplementedError
+
+
+class TokenConstraint:
+    """A constraint over a vocabulary's token ids. Subclasses implement the four single-state methods."""
+
+    vocabulary = None
+    device: torch.device | str = "cpu"
+
+    def start(self) -> State:
+        raise NotImplementedError
+
+    def advance(self, state: State, token_id: int) -> State:
+        raise NotImplementedError
+
+    def is_accepting(self, state: State) -> bool:
+        raise NotImplementedError
+
+    def can_finish(self, state: State) -> bool:
+        raise NotImplementedError
+
+    def mask(self, state: State) -> torch.Tensor:
+        raise NotImplementedError
+
+    def is_dead(self, state: State) -> bool:
+        return isinstance(state, int) and state == DEAD
+
+    def advance_batch(self, states: Sequence[State], tokens: Sequence[int]) -> list[State]:
+        """``advance`` for each (state, token) pair; EOS keeps an accepting state, any other use of EOS is DEAD."""
+        eos = set(self.vocabulary.eos_token_ids)
+        out = []
+        for s, t in zip(states, tokens):  # slow default; automata walk all rows in one kernel
+            if t in eos:
+                out.append(s if self.is_accepting(s) else DEAD)
+            else:
+                out.append(self.advance(s, t))
+        return out
+
+    def mask_batch(self, states: Sequence[State]) -> torch.Tensor:
+        """[B, V] stacked masks."""
+        return torch.stack([self.mask(s) for s in states])

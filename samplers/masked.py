@@ -1,0 +1,72 @@
+"""Locally constrained decoding by token masks: the classic baseline (as in Outlines, llguidance, XGrammar).
+
+Each step keeps the tokens the constraint allows from the row's state (``TokenConstraint.mask``: EOS only in
+accepting states), renormalises, and draws. The draw is exact for the locally constrained distribution; the log
+weight is log Z, the model mass the mask kept (unnormalised weight of the globally constrained target, as SMC
+needs). A row with no allowed token ends with weight -inf (the decode loop reports it as a dead end; the other
+rows go on), never an exception.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from decoding.constraints.base import Constraint, TokenConstraint
+from decoding.kernels.sampling import NEG_INF, inverse_cdf
+from decoding.samplers.base import TokenSampler
+
+
+class Masked(TokenSampler):
+    """Terminal sampler: draw from the distribution restricted to the constraint's mask.
+
+    Args:
+        constraint: a ``Constraint`` (bound to the model's vocabulary when decoding starts) or a ``TokenConstraint``.
+
+    Example:
+        >>> out = dc.generate(lm, "Year: ", dc.Masked(dc.Regex(r"[12][0-9]{3}")), max_new_tokens=8)   # doctest: +SKIP
+    """
+
+    terminal = True
+    stateful = True
+
+    def __init__(self, constraint: Constraint | TokenConstraint):
+        if not isinstance(constraint, (Constraint, TokenConstraint)):
+            raise TypeError(f"constraint: expected a decoding constraint, got {type(constraint).__name__}")
+        self.constraint = constraint
+
+    def bind(self, lm) -> "Masked":
+        if isinstance(self.constraint, TokenConstraint):
+            return self
+        return Masked(self.constraint.bind(lm.vocabulary, lm.device))
+
+    @property
+    def _token_constraint(self) -> TokenConstraint:
+        if not isinstance(self.constraint, TokenConstraint):
+            raise ValueError("constraint: not bound to a vocabulary; decode through dc.generate (which binds it) or "
+                             "pass constraint.bind(lm.vocabulary)")
+        return self.constraint
+
+    def init_state(self, batch_size, device="cpu"):
+        return [self._token_constraint.start()] * batch_size
+
+    def _masked(self, logprobs: torch.Tensor, state) -> torch.Tensor:
+        mask = self._token_constraint.mask_batch(state).to(logprobs.device)
+        return logprobs.masked_fill(~mask, NEG_INF)
+
+    def draw(self, logprobs, state, rng):
+        masked = self._masked(logprobs, state)
+        log_z = masked.logsumexp(-1)  # [B] log of the allowed mass
+        alive = torch.isfinite(log_z)
+        u = rng.uniform(device=logprobs.device)
+        tokens = inverse_cdf(torch.where(alive[:, None], masked, logprobs), u)  # dead rows: any token, weight -inf
+        logq = masked.gather(-1, tokens[:, None])[:, 0] - log_z
+        return tokens, torch.where(alive, log_z, NEG_INF), torch.where(alive, logq, NEG_INF)
+
+    def law(self, logprobs, state):
+        return torch.log_softmax(self._masked(logprobs, state), dim=-1)
+
+    def accept(self, state, tokens, logprobs):
+        return self._token_constraint.advance_batch(state, tokens.tolist())
+
+    def __repr__(self) -> str:
+        return f"Masked({self.constraint!r})"

@@ -1,0 +1,125 @@
+"""Predicate constraints and the Masked sampler (locally constrained decoding by masks)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import decoding as dc
+from decoding.constraints.base import DEAD, TokenConstraint
+from decoding.constraints.predicate import Predicate, PredicateError
+from decoding.kernels.random import FixedUniforms
+
+
+class ParityConstraint(TokenConstraint):
+    """Toy automaton over a tiny vocabulary: state = number of tokens so far; even steps allow even ids only,
+    odd steps odd ids only; accepting after 2 tokens; token 5 is EOS; state 9 allows nothing (a dead end)."""
+
+    class _Vocab:
+        size, eos_token_ids = 6, (5,)
+
+    vocabulary = _Vocab()
+
+    def start(self):
+        return 0
+
+    def advance(self, state, token_id):
+        return state + 1 if token_id % 2 == state % 2 and token_id != 5 else DEAD
+
+    def is_accepting(self, state):
+        return state == 2
+
+    def can_finish(self, state):
+        return state != DEAD and state <= 2
+
+    def mask(self, state):
+        allowed = torch.tensor([t % 2 == state % 2 and state != 9 for t in range(6)])
+        allowed[5] = self.is_accepting(state)
+        return allowed
+
+
+def test_masked_draw_is_the_renormalised_allowed_law_and_weight_is_log_z():
+    """Enumerate a grid of uniforms: frequencies equal the masked law within 1/M; log_weight = log allowed mass."""
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.15, 0.15, 0.1])
+    sampler = dc.Masked(ParityConstraint())
+    m = 10_000
+    u = ((torch.arange(m, dtype=torch.float64) + 0.5) / m)[:, None]
+    for state, allowed in [(0, [0, 2, 4]), (1, [1, 3]), (2, [0, 2, 4, 5])]:
+        logprobs = probs.log().expand(m, -1).contiguous()
+        tokens, log_weight, logq = sampler.draw(logprobs, [state] * m, FixedUniforms(u))
+        z = probs[allowed].sum()
+        law = torch.zeros(6)
+        law[allowed] = probs[allowed] / z
+        freq = torch.bincount(tokens, minlength=6).double() / m
+        assert (freq - law.double()).abs().max() <= 1.0 / m + 1e-9
+        torch.testing.assert_close(log_weight, torch.full((m,), math.log(z)), atol=1e-6, rtol=0)
+        torch.testing.assert_close(logq, (probs[tokens] / z).log(), atol=1e-6, rtol=0)
+
+
+def test_masked_dead_end_has_zero_weight_not_an_exception():
+    sampler = dc.Masked(ParityConstraint())
+    logprobs = torch.log_softmax(torch.randn(2, 6), -1)
+    tokens, log_weight, logq = sampler.draw(logprobs, [0, 9], FixedUniforms(torch.tensor([[0.5], [0.5]])))
+    assert math.isfinite(log_weight[0]) and log_weight[1] == -math.inf and logq[1] == -math.inf
+
+
+def test_masked_state_advances_only_with_the_emitted_token():
+    sampler = dc.Masked(ParityConstraint())
+    state = sampler.init_state(2)
+    out = sampler.sample(torch.log_softmax(torch.randn(2, 6), -1), state, FixedUniforms(torch.tensor([[0.3], [0.9]])))
+    assert state == [0, 0] and out.state == [1, 1]
+    assert all(t % 2 == 0 for t in out.tokens.tolist())
+
+
+def test_predicate_walks_bytes_and_waits_for_split_characters(llama_lm):
+    vocab = llama_lm.vocabulary
+    tc = Predicate(lambda text: "x" not in text, complete=lambda text: text.endswith("!")).bind(vocab)
+    euro = "€".encode()
+    first = next(i for i, b in enumerate(vocab.token_bytes) if b == euro[:2] and not vocab.is_special[i])
+    last = next(i for i, b in enumerate(vocab.token_bytes) if b == euro[2:] and not vocab.is_special[i])
+    state = tc.advance(tc.start(), first)  # half a character: judged on the complete part, kept
+    assert state == euro[:2] and not tc.is_accepting(state) and tc.can_finish(state)
+    state = tc.advance(state, last)
+    assert state == euro
+    bang = llama_lm.encode("!")[-1]
+    assert tc.is_accepting(tc.advance(state, bang))
+    assert tc.advance(state, llama_lm.encode("x")[-1]) == DEAD
+    assert tc.advance(tc.start(), vocab.eos_token_ids[0]) == DEAD  # special tokens are not text
+
+
+def test_predicate_errors_carry_the_prefix(llama_lm):
+    def picky(text):
+        if text.endswith("b"):
+            raise KeyError("no b")
+        return True
+
+    tc = Predicate(picky).bind(llama_lm.vocabulary)
+    with pytest.raises(PredicateError, match="'ab'"):
+        tc.advance(b"a", llama_lm.encode("b")[-1])
+
+
+def test_predicate_mask_needs_full_scan(llama_lm):
+    tc = Predicate(lambda text: True).bind(llama_lm.vocabulary)
+    with pytest.raises(ValueError, match="full_scan"):
+        tc.mask(b"")
+    with pytest.raises(TypeError, match="prefix_fn"):
+        Predicate("not a function")
+
+
+def test_masked_generation_obeys_a_predicate_and_reports_dead_ends(llama_lm):
+    """Full-scan masks on the real Llama 3 vocabulary: every text satisfies the predicate on its complete
+    characters. A token ending inside a character passes a prefix predicate (it cannot be judged yet) and may lead
+    to a dead end: that row stops with weight -inf; the others go on."""
+    digits = Predicate(lambda text: all(c in "0123456789" for c in text), full_scan=True)
+    out = dc.generate(llama_lm, ["Number:", "Year:", "Count:"], dc.Masked(digits), max_new_tokens=3, seed=1)
+    for seq in out:
+        complete = seq.text.rstrip("\ufffd")
+        assert all(c in "0123456789" for c in complete) and len(seq.token_ids) >= 1
+        if seq.reason.startswith("dead end"):
+            assert seq.log_weight == -math.inf and not seq.finished
+        else:
+            assert complete == seq.text and math.isfinite(seq.log_weight) and seq.log_weight <= 0
+    dead = dc.generate(llama_lm, ["a", "b"], dc.Masked(Predicate(lambda t: False, full_scan=True)), max_new_tokens=2)
+    assert all(not s.finished and s.reason.startswith("dead end") and s.log_weight == -math.inf for s in dead)
