@@ -2,5 +2,6 @@
 
 from decoding.constraints.base import DEAD, Constraint, TokenConstraint
 from decoding.constraints.predicate import Predicate, PredicateError
+from decoding.constraints.regex import Regex, TokenAutomaton
 
-__all__ = ["DEAD", "Constraint", "Predicate", "PredicateError", "TokenConstraint"]
+__all__ = ["DEAD", "Constraint", "Predicate", "PredicateError", "Regex", "TokenAutomaton", "TokenConstraint"]

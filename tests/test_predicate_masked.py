@@ -123,3 +123,27 @@ def test_masked_generation_obeys_a_predicate_and_reports_dead_ends(llama_lm):
             assert complete == seq.text and math.isfinite(seq.log_weight) and seq.log_weight <= 0
     dead = dc.generate(llama_lm, ["a", "b"], dc.Masked(Predicate(lambda t: False, full_scan=True)), max_new_tokens=2)
     assert all(not s.finished and s.reason.startswith("dead end") and s.log_weight == -math.inf for s in dead)
+
+
+@pytest.mark.parametrize("pattern", [r"\d{4}-\d{2}-\d{2}", r"(yes|no|maybe)!", r"[a-zé]{1,6}( [a-zé]{1,6}){0,2}\."])
+def test_masked_regex_generations_always_fullmatch(tiny_lm, pattern):
+    """Locally constrained decoding with regex masks: every sequence ends at EOS with a full match."""
+    import re
+
+    n = 8
+    out = dc.generate(tiny_lm, ["x"] * n, dc.Temperature(2.0) | dc.Masked(dc.Regex(pattern)), max_new_tokens=40,
+                      seed=3)
+    for seq in out:
+        assert seq.finished and seq.reason == "eos", seq
+        assert re.fullmatch(pattern, seq.text), seq.text
+        assert seq.log_weight <= 0
+
+
+@pytest.mark.slow
+def test_masked_regex_on_the_default_model(gemma):
+    import re
+
+    pattern = r"(19|20)\d{2}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+    out = dc.generate(gemma, ["The Apollo 11 moon landing happened on (YYYY-MM-DD): "], dc.Masked(dc.Regex(pattern)),
+                      max_new_tokens=16, seed=0)
+    assert out[0].finished and re.fullmatch(pattern, out[0].text), out[0].text

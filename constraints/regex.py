@@ -1,0 +1,214 @@
+"""Regular-expression constraints: a regex compiled to a byte automaton, and its token-level view.
+
+The pattern is checked with Python's own parser (``re``), so a syntax error reports its position and features a
+finite automaton cannot express (look-around, backreferences, anchors, conditionals) are named, then compiled
+with ``interegular`` to a character-level FSM and expanded to a minimised automaton over UTF-8 bytes
+(:class:`~constraints.automaton.ByteDFA`). Semantics are those of ``re.fullmatch(pattern, text, re.ASCII)`` on
+``str``: the whole text must match, over Unicode characters (``.`` is any character but ``\\n``, ``[^a]`` any
+character but ``a``, astral ones included), with ``\\d``, ``\\w``, ``\\s`` the ASCII classes. The byte automaton
+accepts exactly the UTF-8 encodings of the matching strings.
+
+:meth:`Regex.bind` gives the token-level automaton over a :class:`~decoding.vocabulary.Vocabulary`: a state is
+a byte-automaton state, ``advance`` walks a token's bytes, and ``mask`` lists the tokens that keep a match
+possible (kernels in :mod:`kernels.automata`).
+
+Example:
+    >>> r = Regex(r"\\d{4}-\\d{2}-\\d{2}")
+    >>> r.matches("2024-05-17"), r.matches("2024-5-17")
+    (True, False)
+    >>> tokens = r.bind(vocabulary)                                    # doctest: +SKIP
+    >>> s = tokens.advance(tokens.start(), vocabulary_id_of("2024"))   # doctest: +SKIP
+    >>> tokens.mask(s)                                                 # doctest: +SKIP
+    tensor([False, False, ..., False])
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+
+import numpy as np
+import torch
+
+from decoding.constraints.automaton import ByteDFA
+from decoding.constraints.base import DEAD, Constraint, TokenConstraint
+from decoding.kernels import automata
+
+__all__ = ["DEAD", "Regex", "TokenAutomaton"]
+
+from re import _parser as _sre_parser  # Python >= 3.11
+
+_UNSUPPORTED_OPS = {
+    "GROUPREF": "backreferences",
+    "GROUPREF_EXISTS": "conditional groups (?(id)yes|no)",
+    "AT": "anchors (^, $, \\A, \\Z, \\b, \\B)",
+    "ATOMIC_GROUP": "atomic groups (?>...)",
+    "POSSESSIVE_REPEAT": "possessive quantifiers (*+, ++, ?+, {m,n}+)",
+}
+
+
+class Regex(Constraint):
+    """A regular expression over Unicode text, compiled to a minimised byte automaton.
+
+    Args:
+        pattern: a Python regular expression (full-match semantics, see the module docstring).
+
+    Attributes:
+        pattern: the pattern.
+        dfa: the :class:`~constraints.automaton.ByteDFA` accepting the UTF-8 encodings of the matching strings.
+
+    Raises:
+        ValueError: invalid syntax (the message gives the position), an unsupported feature (named: look-ahead,
+            look-behind, backreferences, anchors, inline flags, ...), or a pattern that matches nothing.
+    """
+
+    def __init__(self, pattern: str):
+        if not isinstance(pattern, str):
+            raise ValueError(f"pattern: {type(pattern).__name__}, expected str")
+        self.pattern = pattern
+        _check_supported(pattern)
+        self.dfa = ByteDFA.from_fsm(_to_fsm(pattern))
+        self._bound: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def matches(self, text: str | bytes) -> bool:
+        """Whether the whole of ``text`` matches (``bytes`` are taken as UTF-8; invalid UTF-8 never matches)."""
+        data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+        return self.dfa.matches(data)
+
+    def bind(self, vocabulary, device: str | torch.device = "cpu") -> TokenAutomaton:
+        """The token-level automaton over ``vocabulary``; cached per vocabulary object and device."""
+        device = torch.device(device)
+        per_vocabulary = self._bound.setdefault(vocabulary, {})
+        if device not in per_vocabulary:
+            per_vocabulary[device] = TokenAutomaton(self.dfa, vocabulary, device)
+        return per_vocabulary[device]
+
+    def __repr__(self) -> str:
+        return f"Regex({self.pattern!r})"
+
+
+class TokenAutomaton(TokenConstraint):
+    """A byte automaton seen through a vocabulary: states are byte-automaton states, steps are tokens.
+
+    ``advance`` is the only transition; ``mask`` is pure and memoised per state. Special tokens never advance
+    (DEAD); EOS ids are allowed by ``mask`` exactly in accepting states.
+
+    Args:
+        dfa: the byte automaton.
+        vocabulary: a :class:`~decoding.vocabulary.Vocabulary`.
+        device: where ``mask`` returns its tensors.
+    """
+
+    def __init__(self, dfa: ByteDFA, vocabulary, device: str | torch.device = "cpu"):
+        self.dfa = dfa
+        self.vocabulary = vocabulary
+        self.device = torch.device(device)
+        self._index = _vocabulary_index(vocabulary)
+        self._eos = np.asarray(vocabulary.eos_token_ids, dtype=np.int64)
+        self._masks: dict[int, torch.Tensor] = {}
+
+    def start(self) -> int:
+        return self.dfa.start
+
+    def advance(self, state: int, token_id: int) -> int:
+        """The state after ``token_id``, or ``DEAD`` (-1): dead state, special token, or no match possible."""
+        index = self._index
+        if state < 0 or not 0 <= token_id < len(index.special) or index.special[token_id]:
+            return DEAD
+        nxt = automata.walk(self.dfa.transitions, state, index.flat, index.offsets, token_id)
+        return int(nxt) if nxt >= 0 and self.dfa.live[nxt] else DEAD
+
+    def is_accepting(self, state: int) -> bool:
+        return state >= 0 and bool(self.dfa.accepting[state])
+
+    def can_finish(self, state: int) -> bool:
+        """Whether an accepting state is still reachable from ``state``."""
+        return state >= 0 and bool(self.dfa.live[state])
+
+    def mask(self, state: int) -> torch.Tensor:
+        """bool ``[V]``: True for each token ``advance`` does not kill, and for EOS ids iff ``state`` accepts.
+
+        Computed on the first call for a state, then memoised: do not modify the returned tensor in place.
+        """
+        cached = self._masks.get(state)
+        if cached is not None:
+            return cached
+        out = np.zeros(self.vocabulary.size, dtype=bool)
+        if state >= 0:
+            automata.mask_from_state(self.dfa.transitions, self.dfa.live, self._index.trie, state, out)
+        out[self._eos] = self.is_accepting(state)
+        mask = torch.from_numpy(out).to(self.device)
+        self._masks[state] = mask
+        return mask
+
+
+# --- checking and parsing the pattern -----------------------------------------------------------------------
+
+
+def _check_supported(pattern: str) -> None:
+    try:
+        parsed = _sre_parser.parse(pattern)
+    except re.error as error:
+        raise ValueError(f"invalid regular expression {pattern!r} at position {error.pos}: {error.msg}") from None
+    if parsed.state.flags & ~(re.UNICODE | re.ASCII):
+        raise ValueError(f"unsupported in {pattern!r}: inline flags such as (?i), (?s), (?m), (?x)")
+    _check_items(pattern, parsed)
+
+
+def _check_items(pattern: str, items) -> None:
+    for op, av in items:
+        name = str(op)
+        if name in _UNSUPPORTED_OPS:
+            raise ValueError(f"unsupported in {pattern!r}: {_UNSUPPORTED_OPS[name]}")
+        if name in ("ASSERT", "ASSERT_NOT"):
+            direction, sub = av
+            kind = "look-ahead" if direction == 1 else "look-behind"
+            negative = "negative " if name == "ASSERT_NOT" else ""
+            raise ValueError(f"unsupported in {pattern!r}: {negative}{kind} assertions")
+        if name == "SUBPATTERN":
+            _, add_flags, del_flags, sub = av
+            if add_flags or del_flags:
+                raise ValueError(f"unsupported in {pattern!r}: scoped inline flags (?i:...)")
+            _check_items(pattern, sub)
+        elif name in ("MAX_REPEAT", "MIN_REPEAT"):
+            _check_items(pattern, av[2])
+        elif name == "BRANCH":
+            for sub in av[1]:
+                _check_items(pattern, sub)
+
+
+def _to_fsm(pattern: str):
+    import interegular
+    from interegular.patterns import InvalidSyntax, Unsupported
+
+    try:
+        return interegular.parse_pattern(pattern).to_fsm()
+    except Unsupported as error:
+        raise ValueError(f"unsupported in {pattern!r}: {error}") from None
+    except InvalidSyntax as error:
+        raise ValueError(f"regular expression {pattern!r} not understood by interegular: {error}") from None
+    except ValueError as error:  # interegular's NoMatch carries the index
+        position = getattr(error, "index", None)
+        raise ValueError(f"invalid regular expression {pattern!r} at position {position}: {error}") from None
+
+
+# --- per-vocabulary tables, shared by every regex -------------------------------------------------------------
+
+
+class _VocabularyIndex:
+    """Flat token bytes and the trie of the non-special tokens of one vocabulary."""
+
+    def __init__(self, vocabulary):
+        self.special = np.asarray(vocabulary.is_special, dtype=bool)
+        self.flat, self.offsets = automata.flatten(vocabulary.token_bytes)
+        self.trie = automata.build_trie(vocabulary.token_bytes, ~self.special, self.flat, self.offsets)
+
+
+_INDEXES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _vocabulary_index(vocabulary) -> _VocabularyIndex:
+    index = _INDEXES.get(vocabulary)
+    if index is None:
+        index = _INDEXES[vocabulary] = _VocabularyIndex(vocabulary)
+    return index

@@ -1,0 +1,232 @@
+"""Numba kernels walking byte automata over token bytes, and the vocabulary byte trie behind token masks.
+
+A token mask asks, for one automaton state, which of the V tokens' byte strings lead to a live state. Walking
+every token from the state costs the total length of the vocabulary (about 1.7 MB for Gemma's 262,144 tokens).
+Tokens share prefixes, so :func:`build_trie` stores the vocabulary once as a byte trie whose nodes are numbered in
+preorder (depth-first, children in byte order): the subtree of node ``i`` is the contiguous range
+``i .. end[i] - 1``. :func:`mask_from_state` walks the nodes in that order keeping one automaton state per depth
+(an explicit stack: the parent of a node at depth ``d`` is the last node seen at depth ``d - 1``) and jumps to
+``end[i]`` as soon as the state is dead, so a shared prefix is read once and a dead prefix prunes its whole subtree.
+
+Each kernel has a slow pure-Python reference (``*_reference``) that the tests compare it with.
+
+Shapes: ``transitions`` int32 ``[S, 256]`` (-1 dead); ``live`` bool ``[S]``; ``flat`` uint8 (all token bytes
+concatenated) with ``offsets`` int64 ``[V + 1]`` (token ``t`` is ``flat[offsets[t]:offsets[t + 1]]``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+__all__ = [
+    "Trie", "build_trie", "build_trie_reference", "flatten", "mask_from_state", "mask_from_state_reference",
+    "trie_strings", "walk", "walk_reference",
+]
+
+
+def flatten(token_bytes: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """All token bytes as one uint8 array and int64 offsets ``[V + 1]``."""
+    lengths = np.fromiter((len(b) for b in token_bytes), dtype=np.int64, count=len(token_bytes))
+    offsets = np.zeros(len(token_bytes) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.frombuffer(b"".join(token_bytes), dtype=np.uint8).copy()
+    return flat, offsets
+
+
+# --- one token --------------------------------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def walk(transitions, state, flat, offsets, token_id):
+    """The state after token ``token_id``'s bytes from ``state``; -1 as soon as it is dead."""
+    for k in range(offsets[token_id], offsets[token_id + 1]):
+        if state < 0:
+            return -1
+        state = transitions[state, flat[k]]
+    return state
+
+
+def walk_reference(transitions, state: int, flat, offsets, token_id: int) -> int:
+    """Slow reference of :func:`walk`."""
+    for b in bytes(flat[offsets[token_id]:offsets[token_id + 1]]):
+        if state < 0:
+            return -1
+        state = int(transitions[state][b])
+    return int(state)
+
+
+# --- the vocabulary trie ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Trie:
+    """A byte trie of token strings, nodes in preorder; node 0 is the root (the empty string).
+
+    Attributes:
+        byte: uint8 ``[N]``, the byte on the edge into each node (0 for the root).
+        depth: int32 ``[N]``, the length of each node's string.
+        end: int32 ``[N]``, one past the last node of each node's subtree.
+        token_offsets: int64 ``[N + 1]``; the tokens whose bytes end at node ``i`` are
+            ``token_ids[token_offsets[i]:token_offsets[i + 1]]``.
+        token_ids: int64, the tokens in the trie, grouped by node.
+        max_depth: the longest token.
+    """
+
+    byte: np.ndarray
+    depth: np.ndarray
+    end: np.ndarray
+    token_offsets: np.ndarray
+    token_ids: np.ndarray
+    max_depth: int
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.byte)
+
+
+@njit(cache=True, nogil=True)
+def _build_trie_kernel(flat, offsets, order):
+    """Nodes of the trie of the tokens listed in ``order`` (sorted by bytes), and the node of each of them."""
+    capacity = 1
+    for k in range(len(order)):
+        capacity += offsets[order[k] + 1] - offsets[order[k]]
+    byte = np.zeros(capacity, dtype=np.uint8)
+    depth = np.zeros(capacity, dtype=np.int32)
+    end = np.zeros(capacity, dtype=np.int32)
+    node_of = np.zeros(len(order), dtype=np.int64)
+    max_len = 0
+    for k in range(len(order)):
+        max_len = max(max_len, offsets[order[k] + 1] - offsets[order[k]])
+    path = np.zeros(max_len + 1, dtype=np.int64)  # path[d]: the node at depth d on the current string
+    n = 1
+    current = 0  # depth of the previous string
+    prev_start = 0
+    for k in range(len(order)):
+        t = order[k]
+        start = offsets[t]
+        length = offsets[t + 1] - start
+        common = 0
+        limit = min(length, current)
+        while common < limit and flat[start + common] == flat[prev_start + common]:
+            common += 1
+        for d in range(common + 1, current + 1):  # leave the previous string's nodes below the common prefix
+            end[path[d]] = n
+        for d in range(common + 1, length + 1):
+            byte[n] = flat[start + d - 1]
+            depth[n] = d
+            path[d] = n
+            n += 1
+        current = length
+        prev_start = start
+        node_of[k] = path[length]
+    for d in range(1, current + 1):
+        end[path[d]] = n
+    end[0] = n
+    return byte[:n].copy(), depth[:n].copy(), end[:n].copy(), node_of
+
+
+def _sorted_order(token_bytes: list[bytes], include: np.ndarray) -> np.ndarray:
+    ids = np.flatnonzero(include)
+    keys = [token_bytes[i] for i in ids]
+    return ids[np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)].astype(np.int64)
+
+
+def build_trie(token_bytes: list[bytes], include: np.ndarray | None = None,
+               flat: np.ndarray | None = None, offsets: np.ndarray | None = None) -> Trie:
+    """The preorder byte trie of the tokens with ``include[t]`` True (default: all).
+
+    Sorting the byte strings makes the trie's preorder the sorted order, so one pass over them (numba) creates
+    each node when its string first appears below the previous string's common prefix.
+    """
+    if include is None:
+        include = np.ones(len(token_bytes), dtype=bool)
+    if flat is None or offsets is None:
+        flat, offsets = flatten(token_bytes)
+    order = _sorted_order(token_bytes, include)
+    byte, depth, end, node_of = _build_trie_kernel(flat, offsets, order)
+    # in sorted order the tokens' nodes never decrease: order itself is grouped by node
+    token_offsets = np.searchsorted(node_of, np.arange(len(byte) + 1), side="left").astype(np.int64)
+    max_depth = int(depth.max()) if len(depth) else 0
+    return Trie(byte, depth, end, token_offsets, order, max_depth)
+
+
+def build_trie_reference(token_bytes: list[bytes], include: np.ndarray | None = None) -> dict[bytes, list[int]]:
+    """Slow reference of :func:`build_trie`: every trie node as its string -> the sorted tokens ending there."""
+    nodes: dict[bytes, list[int]] = {b"": []}
+    for t, data in enumerate(token_bytes):
+        if include is not None and not include[t]:
+            continue
+        for d in range(1, len(data) + 1):
+            nodes.setdefault(data[:d], [])
+        nodes[data].append(t)
+    return nodes
+
+
+def trie_strings(trie: Trie) -> dict[bytes, list[int]]:
+    """The trie read back as ``{node string: sorted token ids}`` (for comparison with the reference)."""
+    out: dict[bytes, list[int]] = {}
+    path: list[int] = []
+    for i in range(trie.n_nodes):
+        d = int(trie.depth[i])
+        del path[max(d - 1, 0):]
+        if d:
+            path.append(int(trie.byte[i]))
+        ids = trie.token_ids[trie.token_offsets[i]:trie.token_offsets[i + 1]]
+        out[bytes(path)] = sorted(int(t) for t in ids)
+    return out
+
+
+# --- masks ------------------------------------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def _mask_kernel(transitions, live, byte, depth, end, token_offsets, token_ids, max_depth, state, out):
+    if state < 0 or not live[state]:
+        return
+    stack = np.empty(max_depth + 1, dtype=np.int32)  # stack[d]: automaton state at the last node of depth d
+    stack[0] = state
+    for k in range(token_offsets[0], token_offsets[1]):  # empty tokens: the state itself, live
+        out[token_ids[k]] = True
+    n = len(byte)
+    i = 1
+    while i < n:
+        d = depth[i]
+        s = transitions[stack[d - 1], byte[i]]
+        if s < 0 or not live[s]:
+            i = end[i]  # prune the whole subtree
+            continue
+        stack[d] = s
+        for k in range(token_offsets[i], token_offsets[i + 1]):
+            out[token_ids[k]] = True
+        i += 1
+
+
+def mask_from_state(transitions: np.ndarray, live: np.ndarray, trie: Trie, state: int, out: np.ndarray) -> np.ndarray:
+    """Set ``out[t] = True`` for every token in ``trie`` whose bytes lead from ``state`` to a live state.
+
+    ``out`` (bool ``[V]``) is not cleared first; it is returned.
+    """
+    _mask_kernel(transitions, live, trie.byte, trie.depth, trie.end, trie.token_offsets, trie.token_ids,
+                 trie.max_depth, state, out)
+    return out
+
+
+def mask_from_state_reference(transitions, live, token_bytes: list[bytes], include, state: int) -> np.ndarray:
+    """Slow reference of :func:`mask_from_state`: walk every included token on its own."""
+    out = np.zeros(len(token_bytes), dtype=bool)
+    if state < 0 or not live[state]:
+        return out
+    table = transitions.tolist()
+    for t, data in enumerate(token_bytes):
+        if not include[t]:
+            continue
+        s = state
+        for b in data:
+            s = table[s][b]
+            if s < 0:
+                break
+        out[t] = s >= 0 and bool(live[s])
+    return out
