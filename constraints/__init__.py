@@ -1,7 +1,11 @@
 """Constraints: languages of byte strings, bound to a vocabulary for token-level decoding."""
 
 from decoding.constraints.base import DEAD, Constraint, TokenConstraint
+from decoding.constraints.json_schema import JsonSchema, UnsupportedSchemaError
 from decoding.constraints.predicate import Predicate, PredicateError
 from decoding.constraints.regex import Regex, TokenAutomaton
 
-__all__ = ["DEAD", "Constraint", "Predicate", "PredicateError", "Regex", "TokenAutomaton", "TokenConstraint"]
+__all__ = [
+    "DEAD", "Constraint", "JsonSchema", "Predicate", "PredicateError", "Regex", "TokenAutomaton", "TokenConstraint",
+    "UnsupportedSchemaError",
+]

@@ -10,7 +10,7 @@ Example:
 """
 
 from decoding import hf
-from decoding.constraints import Constraint, Predicate, Regex, TokenConstraint
+from decoding.constraints import Constraint, JsonSchema, Predicate, Regex, TokenConstraint
 from decoding.decode import Ancestral, DecodeTask, Decoder, Generation, SequenceSampler, Stats
 from decoding.generate import GenerationOutput, generate
 from decoding.kernels.random import RowStreams
@@ -23,7 +23,7 @@ from decoding.vocabulary import Vocabulary
 __version__ = "0.1.0"
 
 __all__ = [
-    "Ancestral", "Categorical", "Chain", "Constraint", "DecodeTask", "Decoder", "Generation", "GenerationOutput", "Greedy",
+    "Ancestral", "Categorical", "Chain", "Constraint", "DecodeTask", "Decoder", "Generation", "GenerationOutput", "Greedy", "JsonSchema",
     "KVBatch", "LanguageModel", "Masked", "MinP", "Mirostat", "Predicate", "Regex", "RowStreams", "Sample", "SequenceSampler", "Stats", "Temperature",
     "TokenConstraint", "TokenSampler", "TopH", "TopK", "TopP", "Typical", "Vocabulary", "generate", "hf", "load",
 ]

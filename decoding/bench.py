@@ -32,6 +32,7 @@ from typing import Any, TextIO
 SUITES: dict[str, str] = {
     "samplers": "decoding.benchmarks.samplers",
     "entropy": "decoding.benchmarks.entropy",
+    "constraints": "decoding.benchmarks.constraints",
 }
 
 DEFAULT_OUT = "bench-results"

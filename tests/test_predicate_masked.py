@@ -147,3 +147,22 @@ def test_masked_regex_on_the_default_model(gemma):
     out = dc.generate(gemma, ["The Apollo 11 moon landing happened on (YYYY-MM-DD): "], dc.Masked(dc.Regex(pattern)),
                       max_new_tokens=16, seed=0)
     assert out[0].finished and re.fullmatch(pattern, out[0].text), out[0].text
+
+
+def test_masked_json_schema_generations_validate(llama_lm):
+    """Every finished generation under a JSON Schema mask is a JSON text the schema accepts."""
+    import json
+
+    import jsonschema
+
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 6},
+                                               "age": {"type": "integer", "minimum": 0, "maximum": 120},
+                                               "tags": {"type": "array", "items": {"enum": ["a", "b"]},
+                                                        "maxItems": 2}},
+              "required": ["name", "age"], "additionalProperties": False}
+    out = dc.generate(llama_lm, ["{"] * 6, dc.Temperature(1.5) | dc.Masked(dc.JsonSchema(schema)),
+                      max_new_tokens=60, seed=5)
+    finished = [s for s in out if s.finished]
+    assert len(finished) >= 4
+    for seq in finished:
+        jsonschema.validate(json.loads(seq.text), schema)
