@@ -105,6 +105,8 @@ class TokenAutomaton(TokenConstraint):
         self.device = torch.device(device)
         self._index = _vocabulary_index(vocabulary)
         self._eos = np.asarray(vocabulary.eos_token_ids, dtype=np.int64)
+        self._is_eos = np.zeros(len(self._index.special), dtype=bool)
+        self._is_eos[self._eos] = True
         self._masks: dict[int, torch.Tensor] = {}
 
     def start(self) -> int:
@@ -124,6 +126,21 @@ class TokenAutomaton(TokenConstraint):
     def can_finish(self, state: int) -> bool:
         """Whether an accepting state is still reachable from ``state``."""
         return state >= 0 and bool(self.dfa.live[state])
+
+    def advance_batch(self, states, tokens) -> list[int]:
+        """``advance`` for every row in one numba kernel (EOS keeps an accepting state, as the base class says)."""
+        states = np.asarray(states, dtype=np.int64)
+        out = np.empty_like(states)
+        dfa, index = self.dfa, self._index
+        automata.walk_batch(dfa.transitions, dfa.live, dfa.accepting, index.special, self._is_eos, index.flat,
+                            index.offsets, states, np.asarray(tokens, dtype=np.int64), out)
+        return out.tolist()
+
+    def mask_batch(self, states) -> torch.Tensor:
+        """[B, V]: the memoised mask of each distinct state, gathered by row (no work per row)."""
+        distinct, row_of = np.unique(np.asarray(states, dtype=np.int64), return_inverse=True)
+        table = torch.stack([self.mask(int(s)) for s in distinct])
+        return table[torch.from_numpy(row_of.reshape(-1)).to(table.device)]
 
     def mask(self, state: int) -> torch.Tensor:
         """bool ``[V]``: True for each token ``advance`` does not kill, and for EOS ids iff ``state`` accepts.

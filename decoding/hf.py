@@ -64,7 +64,7 @@ class LogitsProcessor:
         else:
             self._states = self.chain.init_state(batch, logprobs.device)
         final, inputs = self.chain.transform_all(logprobs, self._states)
-        law = self.chain.stages[-1].law(final, self._states[-1]) if self.chain.stages[-1].terminal else final
+        law = self.chain.terminal_law(final, self._states)
         if self.chain.stateful:
             self._inputs, self._length = inputs, length
         return law.to(scores.dtype)

@@ -49,6 +49,26 @@ def walk(transitions, state, flat, offsets, token_id):
     return state
 
 
+@njit(cache=True, nogil=True)
+def walk_batch(transitions, live, accepting, special, is_eos, flat, offsets, states, tokens, out):
+    """``TokenAutomaton.advance`` for every row at once: out[i] is the state after tokens[i] from states[i].
+
+    EOS keeps an accepting state (the sequence ends there) and kills any other; other special tokens kill.
+    """
+    for i in range(states.shape[0]):
+        state, token = states[i], tokens[i]
+        if state < 0:
+            out[i] = -1
+        elif is_eos[token]:
+            out[i] = state if accepting[state] else -1
+        elif special[token]:
+            out[i] = -1
+        else:
+            nxt = walk(transitions, state, flat, offsets, token)
+            out[i] = nxt if nxt >= 0 and live[nxt] else -1
+    return out
+
+
 def walk_reference(transitions, state: int, flat, offsets, token_id: int) -> int:
     """Slow reference of :func:`walk`."""
     for b in bytes(flat[offsets[token_id]:offsets[token_id + 1]]):

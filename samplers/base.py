@@ -200,7 +200,11 @@ class Chain(TokenSampler):
 
     def law(self, logprobs, state):
         states = self._states(state, logprobs)
-        return self._run[-1].law(self.transform(logprobs, states), states[-1])
+        return self.terminal_law(self.transform(logprobs, states), states)
+
+    def terminal_law(self, transformed: torch.Tensor, states: tuple) -> torch.Tensor:
+        """The law the terminal stage draws from, given the transformed distribution (``transform_all``)."""
+        return self._run[-1].law(transformed, states[-1])
 
     def select_state(self, state, indices):
         return tuple(s.select_state(st, indices) for s, st in zip(self._run, self._states(state)))

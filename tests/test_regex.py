@@ -470,3 +470,21 @@ def test_timings(gemma_vocab):
         print(f"[timing] {pattern!r}: compile {compile_s * 1e3:.1f} ms, {regex.dfa.n_states} states, "
               f"first mask {first_s * 1e3:.2f} ms, mask p50 {p50 * 1e3:.3f} ms over {len(times)} states")
         assert p50 < 0.5
+
+
+def test_batched_advance_and_masks_equal_the_single_state_ones(llama_tokenizer):
+    """The one-kernel batch walk and the gathered masks equal ``advance``/``mask`` row by row (EOS included)."""
+    from decoding.vocabulary import Vocabulary
+
+    vocab = Vocabulary(llama_tokenizer)
+    tc = Regex(r"\d{2}(-\d{2})?").bind(vocab)
+    eos = vocab.eos_token_ids[0]
+    one = tc.advance(tc.start(), llama_tokenizer.convert_tokens_to_ids("1"))
+    two = tc.advance(one, llama_tokenizer.convert_tokens_to_ids("2"))
+    states = [tc.start(), one, two, two, DEAD, one]
+    tokens = [llama_tokenizer.convert_tokens_to_ids("12"), eos, eos, llama_tokenizer.convert_tokens_to_ids("-"),
+              5, llama_tokenizer.convert_tokens_to_ids("a")]
+    expected = [(s if tc.is_accepting(s) else DEAD) if t == eos else tc.advance(s, t) for s, t in zip(states, tokens)]
+    assert tc.advance_batch(states, tokens) == expected
+    assert expected[2] == two and expected[1] == DEAD
+    assert torch.equal(tc.mask_batch(states), torch.stack([tc.mask(s) for s in states]))
