@@ -58,6 +58,12 @@ class TokenConstraint:
     def is_dead(self, state: State) -> bool:
         return isinstance(state, int) and state == DEAD
 
+    def dead_batch(self, states: Sequence[State]):
+        """numpy bool ``[B]``: which states are DEAD."""
+        import numpy as np
+
+        return np.fromiter((self.is_dead(s) for s in states), dtype=bool, count=len(states))
+
     def advance_batch(self, states: Sequence[State], tokens: Sequence[int]) -> list[State]:
         """``advance`` for each (state, token) pair; EOS keeps an accepting state, any other use of EOS is DEAD."""
         eos = set(self.vocabulary.eos_token_ids)

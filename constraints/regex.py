@@ -136,6 +136,9 @@ class TokenAutomaton(TokenConstraint):
                             index.offsets, states, np.asarray(tokens, dtype=np.int64), out)
         return out.tolist()
 
+    def dead_batch(self, states) -> np.ndarray:
+        return np.asarray(states, dtype=np.int64) < 0
+
     def mask_batch(self, states) -> torch.Tensor:
         """[B, V]: the memoised mask of each distinct state, gathered by row (no work per row)."""
         distinct, row_of = np.unique(np.asarray(states, dtype=np.int64), return_inverse=True)

@@ -16,14 +16,14 @@ from decoding.generate import GenerationOutput, generate
 from decoding.kernels.random import RowStreams
 from decoding.model import KVBatch, LanguageModel, load
 from decoding.samplers import (
-    Categorical, Chain, Greedy, Masked, MinP, Mirostat, Sample, Temperature, TokenSampler, TopH, TopK, TopP, Typical,
+    AWRS, Categorical, Chain, Greedy, Masked, MinP, Mirostat, Sample, Temperature, TokenSampler, TopH, TopK, TopP, Typical,
 )
 from decoding.vocabulary import Vocabulary
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Ancestral", "Categorical", "Chain", "Constraint", "DecodeTask", "Decoder", "Generation", "GenerationOutput", "Greedy", "JsonSchema",
+    "AWRS", "Ancestral", "Categorical", "Chain", "Constraint", "DecodeTask", "Decoder", "Generation", "GenerationOutput", "Greedy", "JsonSchema",
     "KVBatch", "LanguageModel", "Masked", "MinP", "Mirostat", "Predicate", "Regex", "RowStreams", "Sample", "SequenceSampler", "Stats", "Temperature",
     "TokenConstraint", "TokenSampler", "TopH", "TopK", "TopP", "Typical", "Vocabulary", "generate", "hf", "load",
 ]

@@ -17,8 +17,9 @@ tokens when stop strings or a streaming callback need them on the host.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from decoding.kernels.random import RowStreams
@@ -52,6 +53,7 @@ class Generation:
         log_weight: log importance weight relative to the law the sampler claims (0 for exact samplers).
         finished: True when the sequence ended at EOS or a stop string; False at the token limit or a dead end.
         reason: "eos", "stop", "length" or "dead end: ..." (why it ended).
+        counters: the sampler's work for this sequence, e.g. ``{"constraint_checks": 37}`` for AWRS.
     """
 
     text: str
@@ -60,6 +62,7 @@ class Generation:
     log_weight: float
     finished: bool
     reason: str
+    counters: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -70,6 +73,11 @@ class Stats:
     tokens: int = 0  # tokens fed to the model (prompts included, padding excluded)
     new_tokens: int = 0  # tokens generated
     wall_time: float = 0.0  # seconds
+    counters: dict[str, float] = field(default_factory=dict)  # the sampler's work, summed (e.g. constraint_checks)
+
+    def per_token(self, name: str) -> float:
+        """A counter per generated token, e.g. ``stats.per_token("constraint_checks")`` (0 without tokens)."""
+        return self.counters.get(name, 0.0) / self.new_tokens if self.new_tokens else 0.0
 
     @property
     def tokens_per_second(self) -> float:
@@ -109,13 +117,15 @@ class Ancestral(SequenceSampler):
 class Decoder:
     """B sequences being decoded together. See the module docstring."""
 
-    def __init__(self, lm: LanguageModel, task: DecodeTask, sampler: TokenSampler):
+    def __init__(self, lm: LanguageModel, task: DecodeTask, sampler: TokenSampler, rng: RowStreams | None = None):
         sampler = sampler.bind(lm)
         self.lm, self.task, self.sampler = lm, task, sampler
         n = len(task.prompts)
         self.batch = lm.start(task.prompts)
         device = self.batch.logprobs.device
-        self.rng = RowStreams.from_seed(task.seed, n)
+        self.streams = rng if rng is not None else RowStreams.from_seed(task.seed, n)  # every row's, by row
+        self.rng = self.streams.select(np.arange(n))  # the live rows' (their counters move on as they draw)
+        self.counters: dict[str, torch.Tensor] = {}  # per row, float64 on the device
         self.state = sampler.init_state(n, device)
         self.rows = torch.arange(n, device=device)  # original row of each live slot
         self.tokens = torch.zeros((n, max(task.max_new_tokens, 1)), dtype=torch.long, device=device)
@@ -134,6 +144,9 @@ class Decoder:
         out = self.sampler.sample(logprobs, self.state, self.rng)
         self.state = out.state
         rows, tokens = self.rows, out.tokens
+        for name, value in out.counters.items():
+            total = self.counters.setdefault(name, torch.zeros(len(self.reason), dtype=torch.float64, device=rows.device))
+            total.index_add_(0, rows, value.to(rows.device, torch.float64))
         alive = ~torch.isneginf(out.log_weight)
         self.log_weight.index_add_(0, rows, out.log_weight.double())
         model_lp = logprobs.gather(-1, tokens[:, None])[:, 0].double()
@@ -164,6 +177,7 @@ class Decoder:
         if not bool(ended.any()):
             return
         self.reason[self.rows] = reason
+        self._save_streams()
         live = (~ended).nonzero()[:, 0]
         if live.numel() == 0:
             self.done = True
@@ -172,6 +186,37 @@ class Decoder:
         self.batch.reorder(live)
         self.state = self.sampler.select_state(self.state, live)
         self.rng = self.rng.select(live.cpu())
+
+    def _save_streams(self) -> None:
+        """Write the live rows' stream counters back to ``streams`` (the record of every row's)."""
+        self.streams.counters = self.streams.counters.copy()
+        self.streams.counters[self.rows.cpu().numpy()] = self.rng.counters
+
+    def resample(self, ancestors: torch.Tensor) -> None:
+        """Row i becomes a copy of row ``ancestors[i]`` (SMC resampling): its tokens, log-probability, weight,
+        end reason, sampler state and KV cache. Each row keeps its own random stream, so copies diverge; work
+        counters stay with the row that did the work.
+
+        Args:
+            ancestors: [n] int64, one ancestor per row (original row numbering; ended rows may be ancestors).
+        """
+        anc = ancestors.to(self.reason.device)
+        slot = torch.full_like(self.reason, -1)
+        slot[self.rows] = torch.arange(len(self.rows), device=slot.device)  # live position of each row
+        for name in ("tokens", "n_tokens", "logprob", "log_weight", "reason"):
+            setattr(self, name, getattr(self, name)[anc])
+        if self._stop is not None:
+            self._stop.tails = [self._stop.tails[a] for a in anc.tolist()]  # host text, only with stop strings
+        self._save_streams()
+        live = (self.reason == 0).nonzero()[:, 0]
+        self.done = live.numel() == 0
+        if self.done:
+            return
+        source = slot[anc[live]]
+        self.rows = live
+        self.batch.reorder(source)
+        self.state = self.sampler.select_state(self.state, source)
+        self.rng = self.streams.select(live.cpu())
 
     def results(self) -> list[Generation]:
         """One Generation per prompt, in prompt order."""
@@ -186,7 +231,9 @@ class Decoder:
             text = self.lm.decode(ids) if self.lm.tokenizer is not None else ""
             if reason == STOP:
                 text = _cut_at_stop(text, self.task.stop)
-            out.append(Generation(text, ids, logprob[i], log_weight[i], reason in (EOS, STOP), REASONS[reason]))
+            counters = {name: float(total[i]) for name, total in self.counters.items()}
+            out.append(Generation(text, ids, logprob[i], log_weight[i], reason in (EOS, STOP), REASONS[reason],
+                                  counters))
         return out
 
 

@@ -71,13 +71,20 @@ class RowStreams:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def uniform(self, n: int | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
-        """Uniforms in the open interval (0, 1), float64: shape [B] (n is None) or [B, n]."""
+    def uniform(self, n: int | None = None, device: torch.device | str = "cpu",
+                rows: np.ndarray | None = None) -> torch.Tensor:
+        """Uniforms in the open interval (0, 1), float64: shape [B] (n is None) or [B, n].
+
+        ``rows`` (int indices) draws for those rows only and advances only their counters: a row's numbers then
+        depend on how many it has drawn itself, never on how many rounds its neighbours needed (AWRS, SMC).
+        """
         width = 1 if n is None else n
+        rows = np.arange(len(self.keys)) if rows is None else np.asarray(rows, dtype=np.int64)
         steps = np.arange(width, dtype=np.uint64)
         with np.errstate(over="ignore"):
-            x = _mix64(self.keys[:, None] + (self.counters[:, None] + steps[None, :] + np.uint64(1)) * _GOLDEN)
-            self.counters = self.counters + np.uint64(width)
+            x = _mix64(self.keys[rows, None] + (self.counters[rows, None] + steps[None, :] + np.uint64(1)) * _GOLDEN)
+            self.counters = self.counters.copy()
+            self.counters[rows] += np.uint64(width)
         u = ((x >> np.uint64(12)).astype(np.float64) + 0.5) * (1.0 / 2**52)  # 52 bits: max 1 - 2**-53 < 1
         out = torch.from_numpy(u).to(device)
         return out[:, 0] if n is None else out
@@ -101,18 +108,22 @@ class FixedUniforms(RowStreams):
         values = torch.as_tensor(values, dtype=torch.float64)
         super().__init__(np.zeros(values.shape[0], dtype=np.uint64))
         self.values = values
-        self.used = 0
+        self.used = np.zeros(values.shape[0], dtype=np.int64)  # numbers taken by each row
 
-    def uniform(self, n: int | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+    def uniform(self, n: int | None = None, device: torch.device | str = "cpu",
+                rows: np.ndarray | None = None) -> torch.Tensor:
         width = 1 if n is None else n
-        if self.used + width > self.values.shape[1]:
+        rows = np.arange(len(self.used)) if rows is None else np.asarray(rows, dtype=np.int64)
+        if len(rows) and int(self.used[rows].max()) + width > self.values.shape[1]:
             raise IndexError("FixedUniforms ran out of numbers")
-        out = self.values[:, self.used : self.used + width].to(device)
-        self.used += width
+        cols = torch.from_numpy(self.used[rows, None] + np.arange(width)[None, :])
+        out = self.values[torch.from_numpy(rows)[:, None], cols].to(device)
+        self.used = self.used.copy()
+        self.used[rows] += width
         return out[:, 0] if n is None else out
 
     def select(self, indices: Sequence[int] | torch.Tensor | np.ndarray) -> "FixedUniforms":
-        idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
-        picked = FixedUniforms(self.values[idx])
-        picked.used = self.used
+        idx = np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices, dtype=np.int64)
+        picked = FixedUniforms(self.values[torch.from_numpy(idx)])
+        picked.used = self.used[idx]
         return picked

@@ -113,9 +113,8 @@ def _bucket_cutoff(scores: torch.Tensor, probs: torch.Tensor, mass: float, n_bin
 def inverse_cdf(logprobs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Draw one token per row with probability proportional to exp(logprobs), by inverting the CDF at ``u``.
 
-    Two levels keep it exact and cheap on a 262k vocabulary: block masses (float32 sums of 512 entries, then a
-    float64 cumulative sum over blocks) choose a block, and the conditional uniform picks the entry inside it.
-    A token of zero probability is never returned. The law is exact up to float rounding of the probabilities.
+    Two levels keep it exact and cheap on a 262k vocabulary (see :class:`BlockCDF`). A token of zero probability
+    is never returned. The law is exact up to float rounding of the probabilities.
 
     Args:
         logprobs: [B, V], need not be normalised; every row needs a finite entry.
@@ -123,22 +122,79 @@ def inverse_cdf(logprobs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     Returns:
         [B] int64 token ids.
     """
-    rows, vocab = logprobs.shape
-    pad = (-vocab) % _BLOCK
-    p = torch.softmax(logprobs, dim=-1)
-    if pad:
-        p = torch.nn.functional.pad(p, (0, pad))
-    blocks = p.view(rows, -1, _BLOCK)  # [B, nb, 512]
-    block_mass = blocks.sum(-1).double()  # [B, nb]; 512-term float32 sums are accurate to ~1e-7
-    block_cdf = block_mass.cumsum(-1)
-    target = (u.to(block_cdf.dtype) * block_cdf[:, -1])[:, None]  # [B, 1]
-    b = torch.minimum(_search(block_cdf, target), _last_positive(block_mass))  # [B, 1]
-    below = block_cdf.gather(-1, b) - block_mass.gather(-1, b)
-    u_in = ((target - below) / block_mass.gather(-1, b)).clamp(0.0, 1.0)  # the conditional uniform
-    chosen = blocks.gather(1, b[:, :, None].expand(rows, 1, _BLOCK))[:, 0]  # [B, 512]
-    inner = chosen.double().cumsum(-1)
-    j = torch.minimum(_search(inner, u_in * inner[:, -1:]), _last_positive(chosen))
-    return (b * _BLOCK + j)[:, 0]
+    return BlockCDF(logprobs).draw(u)[0]
+
+
+class BlockCDF:
+    """The CDF of each row of ``exp(logprobs)`` in two levels, built once and inverted many times.
+
+    Block masses (float32 sums of 512 entries, or of V when smaller, then a float64 cumulative sum over blocks) choose a block, and the
+    conditional uniform picks the entry inside it. Building costs one pass over [B, V]; each draw afterwards costs
+    O(V / 512 + 512) per row. :meth:`draw` can leave out a few tokens per row: the masses of the blocks holding
+    them are summed again without them, so an excluded token is never returned and the others keep their exact
+    relative probabilities. That is sampling without replacement, one uniform per draw (AWRS).
+
+    Args:
+        logprobs: [B, V], need not be normalised.
+
+    Example:
+        >>> cdf = BlockCDF(torch.log(torch.tensor([[0.5, 0.3, 0.2]])))
+        >>> cdf.draw(torch.tensor([0.1], dtype=torch.float64), excluded=torch.tensor([[0]]))
+        (tensor([1]), tensor([0.5000], dtype=torch.float64))
+    """
+
+    def __init__(self, logprobs: torch.Tensor):
+        rows, vocab = logprobs.shape
+        self.width = width = min(_BLOCK, vocab)
+        pad = (-vocab) % width
+        p = torch.softmax(logprobs, dim=-1)
+        if pad:
+            p = torch.nn.functional.pad(p, (0, pad))
+        self.vocab = vocab
+        self.probs = p[:, :vocab]  # [B, V] normalised
+        self.blocks = p.view(rows, -1, width)  # [B, nb, width]
+        self.block_mass = self.blocks.sum(-1).double()  # [B, nb]; 512-term float32 sums are accurate to ~1e-7
+
+    def draw(self, u: torch.Tensor, rows: torch.Tensor | None = None,
+             excluded: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One token per row drawn from its distribution without the ``excluded`` tokens.
+
+        Args:
+            u: [n] uniforms in (0, 1), float64.
+            rows: [n] which rows to draw for (default: every row).
+            excluded: [n, K] token ids to leave out, -1 for none.
+        Returns:
+            tokens [n] int64, and the remaining mass [n] float64 (the probability of the tokens not excluded,
+            0 when nothing is left: the token is then meaningless).
+        """
+        blocks, block_mass, width = self.blocks, self.block_mass, self.width
+        if rows is not None:
+            blocks, block_mass = blocks.index_select(0, rows), block_mass.index_select(0, rows)
+        n = blocks.shape[0]
+        if excluded is not None and excluded.numel():
+            valid = excluded >= 0
+            b_ex = torch.where(valid, excluded // width, 0)  # [n, K] the block of each excluded token
+            touched = blocks.gather(1, b_ex[:, :, None].expand(-1, -1, width))  # [n, K, 512]
+            same = (b_ex[:, :, None] == b_ex[:, None, :]) & valid[:, None, :]  # [n, K, K]: k' lies in k's block
+            at = torch.where(same, (excluded % width)[:, None, :], width)  # out-of-block -> a spare column
+            cleared = torch.nn.functional.pad(touched, (0, 1)).scatter(-1, at, 0.0)[..., :width]
+            spare = block_mass.shape[1]  # -1 entries write to a spare column, dropped after
+            block_mass = torch.nn.functional.pad(block_mass, (0, 1)).scatter(
+                1, torch.where(valid, b_ex, spare), cleared.sum(-1).double())[:, :spare]
+        block_cdf = block_mass.cumsum(-1)
+        total = block_cdf[:, -1]
+        target = (u.to(block_cdf.dtype) * total)[:, None]  # [n, 1]
+        b = torch.minimum(_search(block_cdf, target), _last_positive(block_mass))  # [n, 1]
+        below = block_cdf.gather(-1, b) - block_mass.gather(-1, b)
+        u_in = ((target - below) / block_mass.gather(-1, b)).clamp(0.0, 1.0)  # the conditional uniform
+        chosen = blocks.gather(1, b[:, :, None].expand(n, 1, width))[:, 0]  # [n, 512]
+        if excluded is not None and excluded.numel():
+            here = (excluded >= 0) & (excluded // width == b)
+            chosen = torch.nn.functional.pad(chosen, (0, 1)).scatter(
+                -1, torch.where(here, excluded % width, width), 0.0)[:, :width]
+        inner = chosen.double().cumsum(-1)
+        j = torch.minimum(_search(inner, u_in * inner[:, -1:]), _last_positive(chosen))
+        return (b * width + j)[:, 0].clamp_max(self.vocab - 1), total  # clamp: rows with nothing left
 
 
 def _search(cdf: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Token samplers (and, in later modules, sequence samplers). Notation: p is the target, q the proposal."""
 
-from decoding.samplers.base import Categorical, Chain, Sample, TokenSampler
+from decoding.samplers.awrs import AWRS
+from decoding.samplers.base import Categorical, Chain, Draw, Sample, TokenSampler
 from decoding.samplers.greedy import Greedy
 from decoding.samplers.masked import Masked
 from decoding.samplers.min_p import MinP
@@ -12,6 +13,6 @@ from decoding.samplers.top_p import TopP
 from decoding.samplers.typical import Typical
 
 __all__ = [
-    "Categorical", "Chain", "Greedy", "Masked", "MinP", "Mirostat", "Sample", "Temperature", "TokenSampler", "TopH", "TopK",
+    "AWRS", "Categorical", "Chain", "Draw", "Greedy", "Masked", "MinP", "Mirostat", "Sample", "Temperature", "TokenSampler", "TopH", "TopK",
     "TopP", "Typical",
 ]

@@ -9,8 +9,9 @@ It is built from three parts, after llama.cpp's sampler interface:
 
 - ``transform(logprobs, state) -> logprobs``: pure; reshapes or truncates the distribution (temperature, top-p,
   ...). Output rows are normalised log-probabilities, -inf outside the support. Inputs are never changed in place.
-- ``draw(logprobs, state, rng) -> (tokens, log_weight, logq)``: terminal samplers only (Greedy, the categorical draw,
-  later AWRS and Masked). ``logq`` is the log-probability of the drawn token under the law it was drawn from.
+- ``draw(logprobs, state, rng) -> (tokens, log_weight, logq[, counters])``: terminal samplers only (Greedy, the
+  categorical draw, AWRS, Masked). ``logq`` is the log-probability of the drawn token under the law it was drawn
+  from; ``counters`` (optional, a :class:`Draw`) reports per-row work such as AWRS's constraint checks.
 - ``accept(state, tokens, logprobs) -> state``: the only place state changes, called once with the token that
   was actually emitted and the distribution this sampler received. Stateful samplers (mirostat) therefore stay
   right under rejection, resampling and speculative rollback: nothing is committed for a token that is thrown away.
@@ -42,6 +43,15 @@ from decoding.kernels.sampling import check_logprobs, inverse_cdf
 State = Any
 
 
+class Draw(NamedTuple):
+    """What a terminal sampler's ``draw`` returns (a plain 3-tuple is read as a Draw without counters)."""
+
+    tokens: torch.Tensor  # [B] int64
+    log_weight: torch.Tensor  # [B] log importance weight w.r.t. the claimed law (0 if exact)
+    logq: torch.Tensor  # [B] log-probability of the token under the law it was drawn from
+    counters: dict[str, torch.Tensor] = {}  # per-row work of this draw, e.g. {"constraint_checks": [B]}
+
+
 class Sample(NamedTuple):
     """One token per row. log_weight: importance weight w.r.t. the claimed law (0 if exact)."""
 
@@ -49,6 +59,7 @@ class Sample(NamedTuple):
     log_weight: torch.Tensor  # [B] float32
     logq: torch.Tensor  # [B] log-probability of the token under the law it was drawn from
     state: State
+    counters: dict[str, torch.Tensor] = {}  # per-row work counters of the terminal draw (AWRS: constraint checks)
 
 
 def check_fraction(name: str, value: float) -> float:
@@ -98,9 +109,7 @@ class TokenSampler:
     def transform(self, logprobs: torch.Tensor, state: State) -> torch.Tensor:
         return logprobs
 
-    def draw(
-        self, logprobs: torch.Tensor, state: State, rng: RowStreams
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def draw(self, logprobs: torch.Tensor, state: State, rng: RowStreams) -> "Draw | tuple":
         raise NotImplementedError(f"{type(self).__name__} is not a terminal sampler")
 
     def law(self, logprobs: torch.Tensor, state: State) -> torch.Tensor:
@@ -214,8 +223,8 @@ class Chain(TokenSampler):
         rng = rng if rng is not None else RowStreams.from_seed(0, logprobs.shape[0])
         states = self._states(state, logprobs)
         final, inputs = self.transform_all(logprobs, states)
-        tokens, log_weight, logq = self._run[-1].draw(final, states[-1], rng)
-        return Sample(tokens, log_weight, logq, self.accept_all(states, tokens, inputs))
+        tokens, log_weight, logq, counters = Draw(*self._run[-1].draw(final, states[-1], rng))
+        return Sample(tokens, log_weight, logq, self.accept_all(states, tokens, inputs), counters)
 
     def transform_all(self, logprobs: torch.Tensor, states: tuple) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The distribution the terminal stage draws from, and the input each stage received."""
