@@ -18,12 +18,13 @@ from decoding.model import KVBatch, LanguageModel, load
 from decoding.samplers import (
     AWRS, Categorical, Chain, Greedy, Masked, MinP, Mirostat, Sample, Temperature, TokenSampler, TopH, TopK, TopP, Typical,
 )
+from decoding.samplers.smc import SMC, SMCGeneration
 from decoding.vocabulary import Vocabulary
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AWRS", "Ancestral", "Categorical", "Chain", "Constraint", "DecodeTask", "Decoder", "Generation", "GenerationOutput", "Greedy", "JsonSchema",
-    "KVBatch", "LanguageModel", "Masked", "MinP", "Mirostat", "Predicate", "Regex", "RowStreams", "Sample", "SequenceSampler", "Stats", "Temperature",
+    "KVBatch", "LanguageModel", "Masked", "MinP", "Mirostat", "Predicate", "Regex", "RowStreams", "SMC", "SMCGeneration", "Sample", "SequenceSampler", "Stats", "Temperature",
     "TokenConstraint", "TokenSampler", "TopH", "TopK", "TopP", "Typical", "Vocabulary", "generate", "hf", "load",
 ]

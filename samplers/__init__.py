@@ -1,4 +1,8 @@
-"""Token samplers (and, in later modules, sequence samplers). Notation: p is the target, q the proposal."""
+"""Token samplers, and the sequence samplers built on them. Notation: p is the target, q the proposal.
+
+Sequence samplers (``decoding.samplers.smc``) drive the decode loop, which imports this package, so they are
+imported from their modules (``dc.SMC`` re-exports them).
+"""
 
 from decoding.samplers.awrs import AWRS
 from decoding.samplers.base import Categorical, Chain, Draw, Sample, TokenSampler
