@@ -58,6 +58,13 @@ class TokenConstraint:
     def is_dead(self, state: State) -> bool:
         return isinstance(state, int) and state == DEAD
 
+    def only_eos_batch(self, states: Sequence[State]):
+        """numpy bool ``[B]``: True where the text is complete and nothing may follow (only EOS is allowed).
+        A shortcut for samplers; the default knows nothing (all False), automata read it off their tables."""
+        import numpy as np
+
+        return np.zeros(len(states), dtype=bool)
+
     def dead_batch(self, states: Sequence[State]):
         """numpy bool ``[B]``: which states are DEAD."""
         import numpy as np

@@ -108,6 +108,7 @@ class TokenAutomaton(TokenConstraint):
         self._is_eos = np.zeros(len(self._index.special), dtype=bool)
         self._is_eos[self._eos] = True
         self._masks: dict[int, torch.Tensor] = {}
+        self._only_eos = dfa.accepting & ~(dfa.transitions >= 0).any(axis=1)  # complete, and no byte may follow
 
     def start(self) -> int:
         return self.dfa.start
@@ -138,6 +139,10 @@ class TokenAutomaton(TokenConstraint):
 
     def dead_batch(self, states) -> np.ndarray:
         return np.asarray(states, dtype=np.int64) < 0
+
+    def only_eos_batch(self, states) -> np.ndarray:
+        states = np.asarray(states, dtype=np.int64)
+        return (states >= 0) & self._only_eos[np.maximum(states, 0)]
 
     def mask_batch(self, states) -> torch.Tensor:
         """[B, V]: the memoised mask of each distinct state, gathered by row (no work per row)."""

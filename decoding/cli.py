@@ -204,6 +204,27 @@ def _stop_string(text: str) -> str:
     return "".join(out)
 
 
+def _regex(text: str):
+    from decoding.constraints import Regex
+
+    try:
+        return Regex(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _json_schema_file(path: str) -> dict:
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except OSError as err:
+        raise argparse.ArgumentTypeError(f"cannot read {path!r}: {err.strerror}") from None
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"{path!r} is not JSON: {err}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from decoding import __version__
     from decoding.bench import DEFAULT_OUT, SUITES
@@ -232,6 +253,25 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--stop", metavar="STR", type=_stop_string, nargs="+", action="extend", default=None,
                      help="stop strings: the text ends before the first one (\\n, \\t, \\r, \\\\ are read as escapes)")
     gen.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    constrained = gen.add_argument_group(
+        "constraints", "constrain the output to a language; --sampler stages then transform the distribution first")
+    language = constrained.add_mutually_exclusive_group()
+    language.add_argument("--regex", metavar="R", type=_regex, default=None,
+                          help="the whole output must match R (re.fullmatch semantics)")
+    language.add_argument("--json-schema", metavar="FILE", type=_json_schema_file, default=None,
+                          help="the output must be JSON valid under the schema in FILE")
+    constrained.add_argument("--json-whitespace", metavar="R", default=None,
+                             help="regex of the whitespace allowed around JSON punctuation (default: compact)")
+    how = constrained.add_mutually_exclusive_group()
+    how.add_argument("--awrs", action="store_true",
+                     help="adaptive weighted rejection sampling: check only drawn tokens (the default)")
+    how.add_argument("--masked", action="store_true", help="locally constrained decoding by full token masks")
+    constrained.add_argument("--estimator", choices=["auto", "recursive", "geometric", "paper"], default="auto",
+                             help="AWRS's estimator of the allowed mass (default: auto)")
+    constrained.add_argument("--smc", metavar="N", type=_positive_int, default=None,
+                             help="sequential Monte Carlo with N particles; prints the posterior draw (no streaming)")
+    constrained.add_argument("--ess-threshold", metavar="F", type=float, default=0.5,
+                             help="SMC resamples when ESS < F * N (default: 0.5)")
     gen.set_defaults(handler=_generate)
 
     model = commands.add_parser(
@@ -324,19 +364,70 @@ class TextStream:
 def _generate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     import decoding as dc
 
+    sampler = _constrained_sampler(parser, args)  # argument errors before any model work
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     try:
         lm = dc.load(args.model, device=args.device)
-        stream = TextStream(lm.vocabulary, args.stop or ())
-        out = dc.generate(lm, prompt, args.sampler, max_new_tokens=args.max_new_tokens, seed=args.seed,
+        stream = TextStream(lm.vocabulary, args.stop or ()) if args.smc is None else None
+        out = dc.generate(lm, prompt, sampler, max_new_tokens=args.max_new_tokens, seed=args.seed,
                           stop=args.stop, on_token=stream)
     except (ValueError, ImportError) as err:
         print(f"decoding generate: error: {err}", file=sys.stderr)
         return 1
     seq, stats = out[0], out.stats
-    stream.finish(seq.text)
+    if stream is not None:
+        stream.finish(seq.text)
+    else:
+        print(seq.text)
     print(summary(seq, stats), file=sys.stderr)
+    if args.regex is not None or args.json_schema is not None:
+        print(constraint_summary(seq, stats, lm.vocab_size, args.masked), file=sys.stderr)
     return 0
+
+
+def _constrained_sampler(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """The sampler ``decoding generate`` runs: --sampler's stages, then AWRS or Masked, wrapped in SMC."""
+    import decoding as dc
+
+    constraint = args.regex
+    if args.json_schema is not None:
+        try:
+            constraint = dc.JsonSchema(args.json_schema, whitespace=args.json_whitespace)
+        except (ValueError, TypeError) as err:
+            parser.error(f"--json-schema: {err}")
+    elif args.json_whitespace is not None:
+        parser.error("--json-whitespace needs --json-schema")
+    if constraint is None and (args.awrs or args.masked):
+        parser.error("--awrs and --masked need a constraint: --regex R or --json-schema FILE")
+    if not 0 <= args.ess_threshold <= 1:
+        parser.error(f"--ess-threshold must be in [0, 1], got {args.ess_threshold}")
+    sampler = args.sampler
+    if constraint is not None:
+        stages = [s for s in sampler.stages if not isinstance(s, dc.Categorical)]
+        if stages and stages[-1].terminal:
+            parser.error(f"--sampler {stages[-1]!r} draws tokens itself; with a constraint, --sampler may only "
+                         "transform the distribution (temperature, top_k, top_p, ...)")
+        terminal = dc.Masked(constraint) if args.masked else dc.AWRS(constraint, estimator=args.estimator)
+        sampler = dc.Chain(stages + [terminal]) if stages else terminal
+    if args.smc is not None:
+        sampler = dc.SMC(sampler, particles=args.smc, ess_threshold=args.ess_threshold)
+    return sampler
+
+
+def constraint_summary(seq, stats, vocab_size: int, masked: bool) -> str:
+    """One line of constraint statistics: checks per token (AWRS) or the mask width (Masked), and SMC's set."""
+    tokens = max(stats.new_tokens, 1)
+    if masked:
+        parts = [f"masked: every step checks the {vocab_size} tokens (memoised per automaton state)"]
+    else:
+        checks = stats.counters.get("constraint_checks", 0.0)
+        parts = [f"awrs: {checks:.0f} constraint checks, {checks / tokens:.2f} per token (masking: {vocab_size})"]
+    particles = getattr(seq, "particles", None)
+    if particles:
+        low = min(seq.ess) if seq.ess else float(len(particles))
+        parts.append(f"smc: {len(particles)} particles, min ESS {low:.2f}, resampled {len(seq.resampled)} times, "
+                     f"log Z_hat {seq.log_marginal_likelihood:.3f}")
+    return "[" + "; ".join(parts) + "]"
 
 
 def summary(seq, stats) -> str:

@@ -130,9 +130,10 @@ class BlockCDF:
 
     Block masses (float32 sums of 512 entries, or of V when smaller, then a float64 cumulative sum over blocks) choose a block, and the
     conditional uniform picks the entry inside it. Building costs one pass over [B, V]; each draw afterwards costs
-    O(V / 512 + 512) per row. :meth:`draw` can leave out a few tokens per row: the masses of the blocks holding
-    them are summed again without them, so an excluded token is never returned and the others keep their exact
-    relative probabilities. That is sampling without replacement, one uniform per draw (AWRS).
+    O(V / 512 + 512) per row. Tokens can be left out, for good with :meth:`remove` (their probability becomes 0
+    and their block's mass is summed again) or for one draw with ``excluded``: an excluded token is never returned
+    and the others keep their exact relative probabilities. That is sampling without replacement, one uniform
+    per draw (AWRS).
 
     Args:
         logprobs: [B, V], need not be normalised.
@@ -141,6 +142,9 @@ class BlockCDF:
         >>> cdf = BlockCDF(torch.log(torch.tensor([[0.5, 0.3, 0.2]])))
         >>> cdf.draw(torch.tensor([0.1], dtype=torch.float64), excluded=torch.tensor([[0]]))
         (tensor([1]), tensor([0.5000], dtype=torch.float64))
+        >>> cdf.remove(torch.tensor([0]), torch.tensor([1]))
+        >>> cdf.draw(torch.tensor([0.1], dtype=torch.float64))
+        (tensor([0]), tensor([0.7000], dtype=torch.float64))
     """
 
     def __init__(self, logprobs: torch.Tensor):
@@ -154,6 +158,15 @@ class BlockCDF:
         self.probs = p[:, :vocab]  # [B, V] normalised
         self.blocks = p.view(rows, -1, width)  # [B, nb, width]
         self.block_mass = self.blocks.sum(-1).double()  # [B, nb]; 512-term float32 sums are accurate to ~1e-7
+        self._owned = False  # blocks are a view of the softmax until the first remove()
+
+    def remove(self, rows: torch.Tensor, tokens: torch.Tensor) -> None:
+        """Leave ``tokens[i]`` out of row ``rows[i]``'s distribution for every later draw. [n], [n]"""
+        if not self._owned:
+            self.blocks, self.block_mass, self._owned = self.blocks.clone(), self.block_mass.clone(), True
+        b, j = tokens // self.width, tokens % self.width
+        self.blocks[rows, b, j] = 0.0
+        self.block_mass[rows, b] = self.blocks[rows, b].sum(-1).double()  # exactly 0 once a block is emptied
 
     def draw(self, u: torch.Tensor, rows: torch.Tensor | None = None,
              excluded: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

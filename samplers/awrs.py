@@ -27,7 +27,9 @@ Estimators (``estimator=``), given the rejected mass R when the first allowed to
 - ``"auto"`` (default): per row and step, "geometric" when the top token holds at least 2/3 of p (a choice made
   from p alone, so each row's weight stays unbiased), else "recursive" (as genlm-control chooses).
 
-Checks are memoised within a step: re-drawing a token already checked costs nothing.
+Checks are memoised within a step: re-drawing a token already checked costs nothing. Where the constraint
+says the text is complete and nothing may follow (``only_eos_batch``: automata read it off their tables), the step
+is exact without any check: EOS, with Z = p(EOS).
 
 Decisions:
 
@@ -184,6 +186,25 @@ class _Step:
         self.next_state = _objects([DEAD] * b)
         self.seen_tok = np.full((b, 0), -1, dtype=np.int64)  # memo of this step's checks
         self.seen_ok = np.zeros((b, 0), dtype=bool)
+        complete = np.nonzero(self.tc.only_eos_batch(states))[0]
+        if len(complete):
+            self.end_of_text(complete)
+
+    def end_of_text(self, rows: np.ndarray) -> None:
+        """Rows whose text is complete with nothing allowed after it: EOS is the only choice, so the draw among
+        the EOS ids and Z = p(EOS) are exact, with no check."""
+        device = self.logprobs.device
+        eos = torch.tensor(self.tc.vocabulary.eos_token_ids, device=device)
+        lp = self.logprobs.index_select(0, torch.from_numpy(rows).to(device)).index_select(1, eos)
+        log_mass = lp.logsumexp(-1)
+        alive = torch.isfinite(log_mass)
+        u = self.rng.uniform(rows=rows, device=device)
+        pick = eos[inverse_cdf(torch.where(alive[:, None], lp, 0.0), u)]
+        host = torch.stack([pick.double(), torch.where(alive, log_mass.double(), NEG_INF)]).cpu().numpy()
+        self.tok[rows] = host[0].astype(np.int64)
+        self.logw[rows] = host[1]
+        self.phase[rows] = DONE
+        self.next_state[rows] = _objects([self.states[i] for i in rows])  # EOS keeps the accepting state
 
     def loop(self) -> None:
         while True:
@@ -210,13 +231,13 @@ class _Step:
                 update(rows[sel], cand[sel], kept[sel], logp[sel], ok[sel], empty[sel], phase[sel])
 
     def candidates(self, rows: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Each row's next draw without its removed tokens: token, kept mass (1 - removed), log p(token)."""
-        removed = np.where(self.seen_ok[rows], -1, self.seen_tok[rows])  # rejected tokens
+        """Each row's next draw without its rejected tokens (removed from ``cdf`` as they are found) and, in
+        the recursive lookahead, its accepted token: token, kept mass (1 - removed), log p(token)."""
         lookahead = (self.est[rows] == RECURSIVE) & (self.phase[rows] == SECOND)
-        removed = np.concatenate([removed, np.where(lookahead, self.tok[rows], -1)[:, None]], axis=1)
         device = self.logprobs.device
         idx = torch.from_numpy(rows).to(device)
-        tokens, total = self.cdf.draw(torch.from_numpy(u).to(device), idx, torch.from_numpy(removed).to(device))
+        excluded = torch.from_numpy(np.where(lookahead, self.tok[rows], -1)[:, None]).to(device)
+        tokens, total = self.cdf.draw(torch.from_numpy(u).to(device), idx, excluded)
         p = self.cdf.probs[idx, tokens].double()
         host = torch.stack([tokens.double(), total, p]).cpu().numpy()
         with np.errstate(divide="ignore"):
@@ -242,6 +263,10 @@ class _Step:
             column_ok[r] = allowed
             self.seen_tok = np.concatenate([self.seen_tok, column_tok[:, None]], axis=1)
             self.seen_ok = np.concatenate([self.seen_ok, column_ok[:, None]], axis=1)
+            if not allowed.all():  # rejected tokens leave the distribution for the rest of the step
+                device = self.logprobs.device
+                self.cdf.remove(torch.from_numpy(r[~allowed]).to(device),
+                                torch.from_numpy(cand[new][~allowed]).to(device))
         return ok & ~empty
 
     def accept_first(self, rows, cand, kept, logp) -> None:

@@ -255,3 +255,20 @@ def test_awrs_json_on_the_default_model_validates_with_few_checks(gemma):
     jsonschema.validate(json.loads(seq.text), schema)
     assert out.stats.per_token("constraint_checks") < 20  # masking checks all 262,144 tokens
     assert np.isfinite(seq.log_weight) and seq.log_weight <= 0
+
+
+def test_awrs_complete_text_takes_eos_exactly_without_checks(gemma_tokenizer):
+    """Regex "ab" after "ab": complete, and no byte may follow. The step draws among the EOS ids with
+    Z = p(EOS) exactly and checks nothing."""
+    from decoding.vocabulary import Vocabulary
+
+    vocabulary = Vocabulary(gemma_tokenizer)
+    tc = dc.Regex("ab").bind(vocabulary)
+    done = tc.advance(tc.start(), gemma_tokenizer.convert_tokens_to_ids("ab"))
+    assert tc.only_eos_batch([done, tc.start(), DEAD]).tolist() == [True, False, False]
+    torch.manual_seed(0)
+    logprobs = torch.log_softmax(torch.randn(4, vocabulary.size), -1)
+    out = AWRS(tc).draw(logprobs, [done] * 4, RowStreams.from_seed(0, 4))
+    eos = list(vocabulary.eos_token_ids)
+    assert set(out.tokens.tolist()) <= set(eos) and out.counters["constraint_checks"].sum() == 0
+    torch.testing.assert_close(out.log_weight, logprobs[:, eos].logsumexp(-1))
