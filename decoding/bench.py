@@ -33,6 +33,8 @@ SUITES: dict[str, str] = {
     "samplers": "decoding.benchmarks.samplers",
     "entropy": "decoding.benchmarks.entropy",
     "constraints": "decoding.benchmarks.constraints",
+    "awrs": "decoding.benchmarks.awrs",
+    "smc": "decoding.benchmarks.smc",
 }
 
 DEFAULT_OUT = "bench-results"

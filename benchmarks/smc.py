@@ -1,0 +1,155 @@
+"""Suite ``smc``: what SMC with AWRS weights buys over locally constrained decoding, and what it costs.
+
+On the default model (or ``--model``), tasks with a known answer under a constraint (a year, a date, a
+number, a JSON record). Per task and seed (0..R-1), in one run: LCD (``Masked``, one particle: the myopic baseline)
+and ``SMC(AWRS(c), particles=N)`` for N in {1, 4, 8, 16} (ESS threshold 0.5, stratified resampling).
+Reported per N: wall time relative to N = 1, the mean of the per-step minimum ESS / N, the average log-probability
+under the model of the valid posterior draws (higher: the sampler found text the model itself prefers among the
+allowed ones, the quality gain over LCD), and the exact-match rate against the known answer.
+
+Run: ``decoding bench smc [--model PATH] [--repeats N] [--quick]``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import time
+from dataclasses import dataclass
+from functools import partial
+
+from decoding.bench import BenchConfig, Report, load_model, progress_bar
+
+DESCRIPTION = (
+    "SMC(AWRS) with N = 1, 4, 8, 16 particles against locally constrained decoding (Masked, one particle) on "
+    "constrained questions with known answers: wall time relative to N = 1, ESS, model log-probability of the valid "
+    "outputs and exact match."
+)
+PARTICLES = (1, 4, 8, 16)
+
+
+@dataclass
+class Task:
+    name: str
+    prompt: str
+    pattern: str | None
+    schema: dict | None
+    answer: object  # the expected text (regex) or JSON value
+    max_new_tokens: int
+
+    def constraint(self):
+        import decoding as dc
+
+        if self.schema is not None:
+            return dc.JsonSchema(self.schema, whitespace=r"[ \n]{0,8}")
+        return dc.Regex(self.pattern)
+
+    def matches(self, text: str) -> bool:
+        if self.schema is not None:
+            try:
+                return json.loads(text) == self.answer
+            except ValueError:
+                return False
+        return text.strip() == self.answer
+
+    def valid(self, text: str) -> bool:
+        if self.schema is not None:
+            try:
+                import jsonschema
+
+                jsonschema.validate(json.loads(text), self.schema)
+                return True
+            except Exception:  # noqa: BLE001 - not parseable or not valid
+                return False
+        return re.fullmatch(self.pattern, text, re.ASCII) is not None
+
+
+TASKS = (
+    Task("ww2 year", "Q: In what year did World War II end?\nA: It ended in", r" (1[0-9]{3}|20[0-9]{2})\.", None,
+         "1945.", 6),
+    Task("apollo date", "Q: On what date did Apollo 11 land on the Moon? Answer as YYYY-MM-DD.\nA: ",
+         r"(19|20)\d{2}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])", None, "1969-07-20", 14),
+    Task("arithmetic", "Q: What is 12 + 30?\nA: The answer is", r" [0-9]{1,3}\.", None, "42.", 6),
+    Task("json person", "Ada Lovelace was 36 years old. As JSON:\n```json\n", None,
+         {"type": "object", "properties": {"name": {"type": "string", "maxLength": 30},
+                                           "age": {"type": "integer", "minimum": 0, "maximum": 150}},
+          "required": ["name", "age"], "additionalProperties": False},
+         {"name": "Ada Lovelace", "age": 36}, 40),
+)
+
+
+def run(config: BenchConfig) -> Report:
+    import decoding as dc
+
+    lm = load_model(config)
+    seeds = range(1 if config.quick else (config.repeats or 3))
+    particles = (1, 4) if config.quick else PARTICLES
+    tasks = TASKS[1:3] if config.quick else TASKS
+    results: dict[str, list[dict]] = {}
+    dc.generate(lm, "x", dc.SMC(dc.AWRS(dc.Regex("[ab]")), particles=2), max_new_tokens=2)  # warm-up, untimed
+    cases = [("LCD (Masked)", None)] + [(f"SMC N={n}", n) for n in particles]
+    for task in progress_bar(tasks, desc="smc", disable=not config.progress):
+        constraint = task.constraint()
+        for seed in seeds:
+            for name, n in cases:  # round robin over the cases, per seed
+                sampler = dc.Masked(constraint) if n is None else dc.SMC(dc.AWRS(constraint), particles=n)
+                start = time.perf_counter()
+                out = dc.generate(lm, task.prompt, sampler, max_new_tokens=task.max_new_tokens, seed=seed)
+                seconds = time.perf_counter() - start
+                seq = out[0]
+                ok = seq.finished and task.valid(seq.text)
+                match = task.matches(seq.text)
+                ess = [e / n for e in seq.ess] if n else []
+                results.setdefault(name, []).append({
+                    "task": task.name, "seed": seed, "seconds": seconds, "text": seq.text, "valid": ok,
+                    "exact_match": ok and match, "logprob": seq.logprob,
+                    "min_ess_fraction": min(ess) if ess else None, "resampled": len(getattr(seq, "resampled", [])),
+                    "checks": out.stats.counters.get("constraint_checks", 0.0), "tokens": len(seq.token_ids),
+                })
+    rows = [_row(name, results[name], results.get("SMC N=1")) for name, _ in cases]
+    headers = ["sampler", "wall / N=1", "min ESS / N", "valid", "mean logprob of valid", "exact match",
+               "AWRS checks/token"]
+    table = [[r["sampler"], f"{r['wall_over_n1']:.2f}x", "-" if r["min_ess_fraction"] is None
+              else f"{r['min_ess_fraction']:.2f}", r["valid"], f"{r['mean_logprob_valid']:.2f}",
+              f"{r['exact_match']:.2f}", "-" if r["checks_per_token"] is None else f"{r['checks_per_token']:.2f}"]
+             for r in rows]
+    settings = {
+        "model": config.model or "default: Gemma 3 270M (decoding.default_model)",
+        "tasks": [{"name": t.name, "prompt": t.prompt, "pattern": t.pattern, "schema": t.schema,
+                   "answer": t.answer, "max_new_tokens": t.max_new_tokens}
+                  for t in tasks],
+        "seeds": list(seeds), "particles": list(particles), "ess_threshold": 0.5, "resampling": "stratified",
+        "estimator": "auto", "wall": "summed over tasks and seeds, relative to SMC N=1",
+        "quality": "mean over valid posterior draws of log p(text | prompt) under the unmodified model",
+    }
+    return Report("smc", DESCRIPTION, settings, rows, headers, table, plot=partial(_plot, rows))
+
+
+def _row(name: str, runs: list[dict], n1: list[dict] | None) -> dict:
+    valid = [r for r in runs if r["valid"]]
+    seconds = sum(r["seconds"] for r in runs)
+    base = sum(r["seconds"] for r in n1) if n1 else seconds
+    ess = [r["min_ess_fraction"] for r in runs if r["min_ess_fraction"] is not None]
+    tokens = sum(r["tokens"] for r in runs)
+    return {
+        "sampler": name, "seconds": seconds, "wall_over_n1": seconds / base,
+        "min_ess_fraction": statistics.mean(ess) if ess else None,
+        "valid": f"{len(valid)}/{len(runs)}",
+        "mean_logprob_valid": statistics.mean(r["logprob"] for r in valid) if valid else float("nan"),
+        "exact_match": sum(r["exact_match"] for r in runs) / len(runs),
+        "checks_per_token": None if name.startswith("LCD") else sum(r["checks"] for r in runs) / max(tokens, 1),
+        "runs": runs,
+    }
+
+
+def _plot(rows: list[dict], figure) -> None:
+    left, right = figure.subplots(1, 2)
+    names = [r["sampler"] for r in rows]
+    left.bar(names, [r["mean_logprob_valid"] for r in rows], color="tab:blue")
+    left.set_ylabel("mean log p(valid output) under the model")
+    left.tick_params(axis="x", labelrotation=30, labelsize=7)
+    right.bar(names, [r["wall_over_n1"] for r in rows], color="tab:orange")
+    right.set_ylabel("wall time / SMC N=1")
+    right.tick_params(axis="x", labelrotation=30, labelsize=7)
+    figure.suptitle("SMC(AWRS) vs locally constrained decoding", fontsize=10)
