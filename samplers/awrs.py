@@ -62,7 +62,7 @@ import torch
 from decoding.constraints.base import DEAD, Constraint, TokenConstraint
 from decoding.kernels.random import RowStreams
 from decoding.kernels.sampling import NEG_INF, BlockCDF, inverse_cdf
-from decoding.samplers.base import Draw, TokenSampler
+from decoding.samplers.base import ConstrainedSampler, Draw
 
 RECURSIVE, GEOMETRIC, PAPER = 0, 1, 2
 ESTIMATORS = {"recursive": RECURSIVE, "geometric": GEOMETRIC, "paper": PAPER, "auto": -1}
@@ -70,7 +70,7 @@ SEARCH, SECOND, DONE = 0, 1, 2  # a row's phase within a step; SECOND: lookahead
 PEAKED = 2.0 / 3.0  # "auto": geometric when the top token holds at least this much of p
 
 
-class AWRS(TokenSampler):
+class AWRS(ConstrainedSampler):
     """Terminal sampler: an exact draw from p restricted to the constraint, with an unbiased weight for p(A).
 
     Args:
@@ -85,14 +85,9 @@ class AWRS(TokenSampler):
         >>> sampler = dc.AWRS(dc.Regex(r"(19|20)[0-9]{2}"), estimator="recursive")
     """
 
-    terminal = True
-    stateful = True
-
     def __init__(self, constraint: Constraint | TokenConstraint, estimator: str = "auto",
                  max_rejects: int | None = None, max_accepts: int = 2):
-        if not isinstance(constraint, (Constraint, TokenConstraint)):
-            raise TypeError(f"constraint: expected a decoding constraint (dc.Regex, dc.JsonSchema, dc.Predicate), "
-                            f"got {type(constraint).__name__}")
+        super().__init__(constraint)
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {', '.join(map(repr, ESTIMATORS))}, got {estimator!r}")
         if max_rejects is not None:
@@ -103,25 +98,9 @@ class AWRS(TokenSampler):
                                  f"estimator='recursive' (or 'auto'), not {estimator!r}, or max_rejects=None")
         if isinstance(max_accepts, bool) or not isinstance(max_accepts, int) or max_accepts < 2:
             raise ValueError(f"max_accepts must be an int >= 2 (the estimator divides by m - 1), got {max_accepts!r}")
-        self.constraint, self.estimator = constraint, estimator
+        self.estimator = estimator
         self.max_rejects, self.max_accepts = max_rejects, max_accepts
         self._pending: tuple | None = None  # (state list, tokens, next states) of the last draw, for accept
-
-    def bind(self, lm) -> "AWRS":
-        if isinstance(self.constraint, TokenConstraint):
-            return self
-        return AWRS(self.constraint.bind(lm.vocabulary, lm.device), self.estimator, self.max_rejects,
-                    self.max_accepts)
-
-    @property
-    def _token_constraint(self) -> TokenConstraint:
-        if not isinstance(self.constraint, TokenConstraint):
-            raise ValueError("constraint: not bound to a vocabulary; decode through dc.generate (which binds it) or "
-                             "pass constraint.bind(lm.vocabulary)")
-        return self.constraint
-
-    def init_state(self, batch_size, device="cpu"):
-        return [self._token_constraint.start()] * batch_size
 
     def draw(self, logprobs: torch.Tensor, state, rng: RowStreams) -> Draw:
         """One exact constrained token per row, its log weight (log Z_hat; -inf: dead end) and its check count."""
@@ -135,7 +114,7 @@ class AWRS(TokenSampler):
 
     def law(self, logprobs, state):
         """The exact local law p restricted to A (by mask: for ``dc.hf.LogitsProcessor`` and tests only)."""
-        mask = self._token_constraint.mask_batch(state).to(logprobs.device)
+        mask = self.token_constraint.mask_batch(state).to(logprobs.device)
         return torch.log_softmax(logprobs.masked_fill(~mask, NEG_INF), dim=-1)
 
     def accept(self, state, tokens, logprobs):
@@ -143,7 +122,7 @@ class AWRS(TokenSampler):
         host = tokens.cpu().numpy()
         if pending is not None and pending[0] is state and np.array_equal(pending[1], host):
             return list(pending[2])  # the states the draw's checks already computed
-        return self._token_constraint.advance_batch(state, host.tolist())
+        return self.token_constraint.advance_batch(state, host.tolist())
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={getattr(self, k)!r}" for k, d in (("max_rejects", None), ("max_accepts", 2))
@@ -160,7 +139,7 @@ class _Step:
     """
 
     def __init__(self, sampler: AWRS, logprobs: torch.Tensor, states: list, rng: RowStreams):
-        self.tc, self.rng, self.states = sampler._token_constraint, rng, states
+        self.tc, self.rng, self.states = sampler.token_constraint, rng, states
         self.max_rejects, self.m = sampler.max_rejects, sampler.max_accepts
         b = logprobs.shape[0]
         self.logprobs = logprobs

@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -241,3 +242,41 @@ class Chain(TokenSampler):
 
     def __repr__(self) -> str:
         return " | ".join(repr(s) for s in self._stages)
+
+
+class ConstrainedSampler(TokenSampler):
+    """Base of the terminal samplers that follow a constraint (``Masked``, ``AWRS``): the state of a row is its
+    constraint state; ``bind`` binds the constraint to the model's vocabulary and device."""
+
+    terminal = True
+    stateful = True
+
+    def __init__(self, constraint):
+        from decoding.constraints.base import Constraint, TokenConstraint
+
+        if not isinstance(constraint, (Constraint, TokenConstraint)):
+            raise TypeError(f"constraint: expected a decoding constraint (dc.Regex, dc.JsonSchema, dc.Predicate), "
+                            f"got {type(constraint).__name__}")
+        self.constraint = constraint
+
+    def bind(self, lm) -> "ConstrainedSampler":
+        from decoding.constraints.base import TokenConstraint
+
+        if isinstance(self.constraint, TokenConstraint):
+            return self
+        bound = copy.copy(self)
+        bound.constraint = self.constraint.bind(lm.vocabulary, lm.device)
+        return bound
+
+    @property
+    def token_constraint(self):
+        """The bound constraint (a ``TokenConstraint``)."""
+        from decoding.constraints.base import TokenConstraint
+
+        if not isinstance(self.constraint, TokenConstraint):
+            raise ValueError("constraint: not bound to a vocabulary; decode through dc.generate (which binds it) or "
+                             "pass constraint.bind(lm.vocabulary)")
+        return self.constraint
+
+    def init_state(self, batch_size, device="cpu"):
+        return [self.token_constraint.start()] * batch_size

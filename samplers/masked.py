@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import torch
 
-from decoding.constraints.base import Constraint, TokenConstraint
 from decoding.kernels.sampling import NEG_INF, inverse_cdf
-from decoding.samplers.base import TokenSampler
+from decoding.samplers.base import ConstrainedSampler
 
 
-class Masked(TokenSampler):
+class Masked(ConstrainedSampler):
     """Terminal sampler: draw from the distribution restricted to the constraint's mask.
 
     Args:
@@ -26,31 +25,8 @@ class Masked(TokenSampler):
         >>> out = dc.generate(lm, "Year: ", dc.Masked(dc.Regex(r"[12][0-9]{3}")), max_new_tokens=8)   # doctest: +SKIP
     """
 
-    terminal = True
-    stateful = True
-
-    def __init__(self, constraint: Constraint | TokenConstraint):
-        if not isinstance(constraint, (Constraint, TokenConstraint)):
-            raise TypeError(f"constraint: expected a decoding constraint, got {type(constraint).__name__}")
-        self.constraint = constraint
-
-    def bind(self, lm) -> "Masked":
-        if isinstance(self.constraint, TokenConstraint):
-            return self
-        return Masked(self.constraint.bind(lm.vocabulary, lm.device))
-
-    @property
-    def _token_constraint(self) -> TokenConstraint:
-        if not isinstance(self.constraint, TokenConstraint):
-            raise ValueError("constraint: not bound to a vocabulary; decode through dc.generate (which binds it) or "
-                             "pass constraint.bind(lm.vocabulary)")
-        return self.constraint
-
-    def init_state(self, batch_size, device="cpu"):
-        return [self._token_constraint.start()] * batch_size
-
     def _masked(self, logprobs: torch.Tensor, state) -> torch.Tensor:
-        mask = self._token_constraint.mask_batch(state).to(logprobs.device)
+        mask = self.token_constraint.mask_batch(state).to(logprobs.device)
         return logprobs.masked_fill(~mask, NEG_INF)
 
     def draw(self, logprobs, state, rng):
@@ -66,7 +42,7 @@ class Masked(TokenSampler):
         return torch.log_softmax(self._masked(logprobs, state), dim=-1)
 
     def accept(self, state, tokens, logprobs):
-        return self._token_constraint.advance_batch(state, tokens.tolist())
+        return self.token_constraint.advance_batch(state, tokens.tolist())
 
     def __repr__(self) -> str:
         return f"Masked({self.constraint!r})"

@@ -73,11 +73,11 @@ def laws(lm):
     tc = NoRepeat()
     p, lcd = {}, {}
     for seq in allowed_sequences():
-        ids = torch.tensor([PROMPT + list(seq)])
+        ids = torch.tensor([PROMPT + list(seq)], device=lm.device)
         logprobs = torch.log_softmax(lm.model(ids).logits[0, len(PROMPT) - 1 : -1].float(), -1)
         state, lp, lq = tc.start(), 0.0, 0.0
         for t, row in zip(seq, logprobs):
-            mask = tc.mask(state)
+            mask = tc.mask(state).to(row.device)
             lp += float(row[t])
             lq += float(row[t] - row[mask].logsumexp(-1))
             state = tc.advance(state, t) if t != EOS else state
