@@ -67,10 +67,10 @@ class Task:
 
 TASKS = (
     Task("ww2 year", "Q: In what year did World War II end?\nA: It ended in", r" (1[0-9]{3}|20[0-9]{2})\.", None,
-         "1945.", 6),
+         "1945.", 8),
     Task("apollo date", "Q: On what date did Apollo 11 land on the Moon? Answer as YYYY-MM-DD.\nA: ",
          r"(19|20)\d{2}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])", None, "1969-07-20", 14),
-    Task("arithmetic", "Q: What is 12 + 30?\nA: The answer is", r" [0-9]{1,3}\.", None, "42.", 6),
+    Task("arithmetic", "Q: What is 12 + 30?\nA: The answer is", r" [0-9]{1,3}\.", None, "42.", 8),
     Task("json person", "Ada Lovelace was 36 years old. As JSON:\n```json\n", None,
          {"type": "object", "properties": {"name": {"type": "string", "maxLength": 30},
                                            "age": {"type": "integer", "minimum": 0, "maximum": 150}},

@@ -58,6 +58,18 @@ class TokenConstraint:
     def is_dead(self, state: State) -> bool:
         return isinstance(state, int) and state == DEAD
 
+    def possible_tokens(self) -> torch.Tensor | None:
+        """bool ``[V]``: False for tokens no state can ever allow (a vocabulary pre-filter, the same at every step),
+        or None when unknown (the default). Samplers may drop those tokens without checking them."""
+        return None
+
+    def narrow_batch(self, states: Sequence[State]):
+        """numpy bool ``[B]``: True where the constraint leaves a single possible next byte (a forced key or
+        literal), so that ``mask`` is cheap and few tokens are allowed. The default knows nothing (all False)."""
+        import numpy as np
+
+        return np.zeros(len(states), dtype=bool)
+
     def only_eos_batch(self, states: Sequence[State]):
         """numpy bool ``[B]``: True where the text is complete and nothing may follow (only EOS is allowed).
         A shortcut for samplers; the default knows nothing (all False), automata read it off their tables."""

@@ -109,6 +109,8 @@ class TokenAutomaton(TokenConstraint):
         self._is_eos[self._eos] = True
         self._masks: dict[int, torch.Tensor] = {}
         self._only_eos = dfa.accepting & ~(dfa.transitions >= 0).any(axis=1)  # complete, and no byte may follow
+        self._possible: torch.Tensor | None = None
+        self._narrow = ((dfa.transitions >= 0).sum(axis=1) == 1) & ~dfa.accepting  # one byte forced next
 
     def start(self) -> int:
         return self.dfa.start
@@ -139,6 +141,22 @@ class TokenAutomaton(TokenConstraint):
 
     def dead_batch(self, states) -> np.ndarray:
         return np.asarray(states, dtype=np.int64) < 0
+
+    def possible_tokens(self) -> torch.Tensor:
+        """bool ``[V]``: the tokens made only of bytes that label some transition of the automaton (any other
+        token is dead from every state), and EOS; memoised."""
+        if self._possible is None:
+            index = self._index
+            used = (self.dfa.transitions >= 0).any(axis=0)  # [256] bytes that some state can read
+            bad = np.concatenate([[0], np.cumsum(~used[index.flat])])
+            possible = (bad[index.offsets[1:]] == bad[index.offsets[:-1]]) & ~index.special
+            possible[self._eos] = bool(self.dfa.accepting.any())
+            self._possible = torch.from_numpy(possible).to(self.device)
+        return self._possible
+
+    def narrow_batch(self, states) -> np.ndarray:
+        states = np.asarray(states, dtype=np.int64)
+        return (states >= 0) & self._narrow[np.maximum(states, 0)]
 
     def only_eos_batch(self, states) -> np.ndarray:
         states = np.asarray(states, dtype=np.int64)

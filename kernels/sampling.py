@@ -160,6 +160,13 @@ class BlockCDF:
         self.block_mass = self.blocks.sum(-1).double()  # [B, nb]; 512-term float32 sums are accurate to ~1e-7
         self._owned = False  # blocks are a view of the softmax until the first remove()
 
+    def restrict(self, allowed: torch.Tensor) -> None:
+        """Leave out, in every row, the tokens where ``allowed`` ([V] bool) is False (one pass over [B, V])."""
+        pad = self.blocks.shape[1] * self.width - self.vocab
+        keep = torch.nn.functional.pad(allowed.to(self.blocks.dtype), (0, pad)).view(1, -1, self.width)
+        self.blocks, self._owned = self.blocks * keep, True
+        self.block_mass = self.blocks.sum(-1).double()
+
     def remove(self, rows: torch.Tensor, tokens: torch.Tensor) -> None:
         """Leave ``tokens[i]`` out of row ``rows[i]``'s distribution for every later draw. [n], [n]"""
         if not self._owned:

@@ -27,9 +27,15 @@ Estimators (``estimator=``), given the rejected mass R when the first allowed to
 - ``"auto"`` (default): per row and step, "geometric" when the top token holds at least 2/3 of p (a choice made
   from p alone, so each row's weight stays unbiased), else "recursive" (as genlm-control chooses).
 
-Checks are memoised within a step: re-drawing a token already checked costs nothing. Where the constraint
+Checks are memoised within a step: re-drawing a token already checked costs nothing. Tokens the constraint can
+never allow (``possible_tokens``: for automata, tokens holding a byte no transition reads) are left out of the
+draws without a check; their mass counts as rejected, so the estimators stay exact. Where the constraint
 says the text is complete and nothing may follow (``only_eos_batch``: automata read it off their tables), the step
-is exact without any check: EOS, with Z = p(EOS).
+is exact without any check: EOS, with Z = p(EOS). Where it forces the next byte (``narrow_batch``: inside a JSON
+key or a literal), few tokens are allowed and the model often wants others, so rejection would check many tokens
+while the automaton's trie walk for the mask visits only the forced path: such rows draw exactly from the
+memoised mask (``narrow_masks=True``, counted as ``masks``, not checks). Both choices depend on the state alone,
+never on the draws, so every weight stays unbiased.
 
 Decisions:
 
@@ -80,14 +86,19 @@ class AWRS(ConstrainedSampler):
         max_rejects: None, or a number of rejections per step after which the row finishes exactly by mask
             (needs a constraint with ``mask``, and the recursive estimator).
         max_accepts: m >= 2, the accepts the geometric estimator collects (2 in genlm-control).
+        narrow_masks: where the constraint forces the next byte (``narrow_batch``: a JSON key, a literal), draw
+            exactly from its mask instead (counted in ``counters["masks"]``, not as checks).
 
     Example:
         >>> sampler = dc.AWRS(dc.Regex(r"(19|20)[0-9]{2}"), estimator="recursive")
     """
 
     def __init__(self, constraint: Constraint | TokenConstraint, estimator: str = "auto",
-                 max_rejects: int | None = None, max_accepts: int = 2):
+                 max_rejects: int | None = None, max_accepts: int = 2, narrow_masks: bool = True):
         super().__init__(constraint)
+        if not isinstance(narrow_masks, bool):
+            raise TypeError(f"narrow_masks must be True or False, got {narrow_masks!r}")
+        self.narrow_masks = narrow_masks
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {', '.join(map(repr, ESTIMATORS))}, got {estimator!r}")
         if max_rejects is not None:
@@ -110,7 +121,8 @@ class AWRS(ConstrainedSampler):
         self._pending = (state, run.tok.copy(), run.next_state)
         log_weight = torch.from_numpy(run.logw).to(logprobs.device, torch.float32)
         logq = torch.full_like(log_weight, math.nan)
-        return Draw(tokens, log_weight, logq, {"constraint_checks": torch.from_numpy(run.checks)})
+        return Draw(tokens, log_weight, logq, {"constraint_checks": torch.from_numpy(run.checks),
+                                               "masks": torch.from_numpy(run.masks)})
 
     def law(self, logprobs, state):
         """The exact local law p restricted to A (by mask: for ``dc.hf.LogitsProcessor`` and tests only)."""
@@ -125,8 +137,8 @@ class AWRS(ConstrainedSampler):
         return self.token_constraint.advance_batch(state, host.tolist())
 
     def __repr__(self) -> str:
-        extra = "".join(f", {k}={getattr(self, k)!r}" for k, d in (("max_rejects", None), ("max_accepts", 2))
-                        if getattr(self, k) != d)
+        defaults = (("max_rejects", None), ("max_accepts", 2), ("narrow_masks", True))
+        extra = "".join(f", {k}={getattr(self, k)!r}" for k, d in defaults if getattr(self, k) != d)
         return f"AWRS({self.constraint!r}, estimator={self.estimator!r}{extra})"
 
 
@@ -146,7 +158,11 @@ class _Step:
         self.cdf = BlockCDF(logprobs)
         log_z = logprobs.logsumexp(-1)
         top = (logprobs.amax(-1) - log_z).exp()
-        host = torch.stack([log_z.double(), top.double(), self.cdf.block_mass.sum(-1)]).cpu().numpy()
+        full = self.cdf.block_mass.sum(-1)  # the mass before any token is left out
+        possible = self.tc.possible_tokens()
+        if possible is not None:  # tokens no state allows: rejected without a check
+            self.cdf.restrict(possible.to(logprobs.device))
+        host = torch.stack([log_z.double(), top.double(), full]).cpu().numpy()
         self.log_z, self.full = host[0], host[2]
         code = ESTIMATORS[sampler.estimator]
         if code < 0:
@@ -165,9 +181,13 @@ class _Step:
         self.next_state = _objects([DEAD] * b)
         self.seen_tok = np.full((b, 0), -1, dtype=np.int64)  # memo of this step's checks
         self.seen_ok = np.zeros((b, 0), dtype=bool)
+        self.masks = np.zeros(b, dtype=np.int64)
         complete = np.nonzero(self.tc.only_eos_batch(states))[0]
         if len(complete):
             self.end_of_text(complete)
+        narrow = np.nonzero(self.tc.narrow_batch(states) & (self.phase != DONE))[0] if sampler.narrow_masks else []
+        if len(narrow):
+            self.by_mask(narrow)
 
     def end_of_text(self, rows: np.ndarray) -> None:
         """Rows whose text is complete with nothing allowed after it: EOS is the only choice, so the draw among
@@ -290,6 +310,7 @@ class _Step:
         self.tok[rows] = tokens
         self.logw[rows] = np.where(alive_host, log_mass.double().cpu().numpy(), NEG_INF)
         self.phase[rows] = DONE
+        self.masks[rows] += 1
         live = rows[alive_host]
         if len(live):
             nxt = self.tc.advance_batch([self.states[i] for i in live], tokens[alive_host].tolist())

@@ -272,3 +272,35 @@ def test_awrs_complete_text_takes_eos_exactly_without_checks(gemma_tokenizer):
     eos = list(vocabulary.eos_token_ids)
     assert set(out.tokens.tolist()) <= set(eos) and out.counters["constraint_checks"].sum() == 0
     torch.testing.assert_close(out.log_weight, logprobs[:, eos].logsumexp(-1))
+
+
+def test_awrs_leaves_out_impossible_tokens_without_checks(gemma_tokenizer):
+    """Regex " (Lyon|Nice)": a token with any byte outside the pattern's alphabet is never checked, and the
+    weight still averages to Z over the draws (the left-out mass counts as rejected)."""
+    from decoding.vocabulary import Vocabulary
+
+    vocabulary = Vocabulary(gemma_tokenizer)
+    tc = dc.Regex(r" (Lyon|Nice)").bind(vocabulary)
+    possible = tc.possible_tokens()
+    assert possible[gemma_tokenizer.convert_tokens_to_ids("▁Paris")] == False  # noqa: E712 - 'P' not in the pattern
+    assert possible[gemma_tokenizer.convert_tokens_to_ids("▁Lyon")] and possible.sum() < 5000
+    mask = tc.mask(tc.start())
+    assert not (mask & ~possible).any()  # the pre-filter never removes an allowed token
+    torch.manual_seed(0)
+    logprobs = torch.log_softmax(torch.randn(1, vocabulary.size) * 3, -1)
+    logprobs[0, mask] += 4.0  # the allowed tokens hold a fair share
+    logprobs = torch.log_softmax(logprobs, -1).expand(400, -1)
+    start = [tc.start()] * 400
+    out = AWRS(tc, "recursive", narrow_masks=False).draw(logprobs, start, RowStreams.from_seed(0, 400))
+    assert mask[out.tokens].all()
+    z = float(logprobs[0, mask].double().exp().sum())
+    w = out.log_weight.double().exp()
+    assert abs(float(w.mean()) - z) < 4 * float(w.std()) / math.sqrt(400) + 1e-6
+    assert out.counters["constraint_checks"].double().mean() < possible.sum()
+    # the start state forces " ": with narrow_masks (the default) the draw is from the mask, Z exact, no check
+    narrow = AWRS(tc).draw(logprobs[:50], start[:50], RowStreams.from_seed(0, 50))
+    assert tc.narrow_batch(start[:1]).tolist() == [True]
+    assert mask[narrow.tokens].all() and narrow.counters["constraint_checks"].sum() == 0
+    assert (narrow.counters["masks"] == 1).all()
+    torch.testing.assert_close(narrow.log_weight.double().exp(), torch.full((50,), z, dtype=torch.float64),
+                               rtol=1e-5, atol=0)
