@@ -141,13 +141,37 @@ def test_awrs_max_rejects_finishes_exactly_by_mask_and_stays_unbiased():
 
 
 def test_awrs_rows_draw_the_same_alone_and_in_a_batch():
-    """Each row's uniforms come from its own stream, so rows needing more rounds do not shift the others."""
+    """Each row's uniforms come from its own stream, so rows needing more rounds do not shift the others, in
+    this step or the next."""
     logprobs = torch.tensor([FLAT, PEAKED, RARE]).log()
-    together = AWRS(SetConstraint(), "auto").draw(logprobs, [0, 0, 0], RowStreams.from_seed([4, 5, 6], 3))
+    rng = RowStreams.from_seed([4, 5, 6], 3)
+    together = [AWRS(SetConstraint(), "auto").draw(logprobs, [0, 0, 0], rng) for _ in range(3)]
     for i, seed in enumerate([4, 5, 6]):
-        alone = AWRS(SetConstraint(), "auto").draw(logprobs[i : i + 1], [0], RowStreams.from_seed([seed], 1))
-        assert alone.tokens[0] == together.tokens[i]
-        assert alone.log_weight[0] == together.log_weight[i]
+        alone_rng = RowStreams.from_seed([seed], 1)
+        for step in together:
+            alone = AWRS(SetConstraint(), "auto").draw(logprobs[i : i + 1], [0], alone_rng)
+            assert alone.tokens[0] == step.tokens[i]
+            assert alone.log_weight[0] == step.log_weight[i]
+
+
+class Successor(SetConstraint):
+    """Each allowed token leads to its own state (10 + token), so a committed state names the token."""
+
+    def advance(self, state, token_id):
+        return 10 + token_id if state == 0 and token_id in self.allowed else DEAD
+
+    def is_accepting(self, state):
+        return state >= 10
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_awrs_commits_the_state_of_the_token_it_returns(estimator):
+    """The lookahead and later rounds check other allowed tokens too; the state committed must be the one of
+    the returned token."""
+    logprobs = torch.tensor(FLAT).log().expand(2000, -1).contiguous()
+    sampler = AWRS(Successor(), estimator)
+    out = sampler.sample(logprobs, [0] * 2000, RowStreams.from_seed(0, 2000))
+    assert out.state == [10 + t for t in out.tokens.tolist()]
 
 
 def test_awrs_recursive_weights_on_forced_paths():
@@ -286,6 +310,7 @@ def test_awrs_leaves_out_impossible_tokens_without_checks(gemma_tokenizer):
     assert possible[gemma_tokenizer.convert_tokens_to_ids("▁Lyon")] and possible.sum() < 5000
     mask = tc.mask(tc.start())
     assert not (mask & ~possible).any()  # the pre-filter never removes an allowed token
+    assert possible[list(vocabulary.eos_token_ids)].all()  # the pattern has accepting states
     torch.manual_seed(0)
     logprobs = torch.log_softmax(torch.randn(1, vocabulary.size) * 3, -1)
     logprobs[0, mask] += 4.0  # the allowed tokens hold a fair share
