@@ -42,7 +42,7 @@ PRODUCT = {"type": "object", "properties": {"product": {"type": "string", "maxLe
                                             "in_stock": {"type": "boolean"}},
            "required": ["product", "price", "in_stock"], "additionalProperties": False}
 EVENT = {"type": "object", "properties": {"title": {"type": "string", "maxLength": 40},
-                                          "date": {"type": "string", "pattern": DATE},
+                                          "date": {"type": "string", "pattern": f"^{DATE}$"},
                                           "attendees": {"type": "integer", "minimum": 1, "maximum": 100000}},
          "required": ["title", "date", "attendees"], "additionalProperties": False}
 

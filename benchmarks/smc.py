@@ -83,7 +83,7 @@ def run(config: BenchConfig) -> Report:
     import decoding as dc
 
     lm = load_model(config)
-    seeds = range(1 if config.quick else (config.repeats or 3))
+    seeds = range(1 if config.quick else (config.repeats or 8))
     particles = (1, 4) if config.quick else PARTICLES
     tasks = TASKS[1:3] if config.quick else TASKS
     results: dict[str, list[dict]] = {}
@@ -108,10 +108,11 @@ def run(config: BenchConfig) -> Report:
                     "checks": out.stats.counters.get("constraint_checks", 0.0), "tokens": len(seq.token_ids),
                 })
     rows = [_row(name, results[name], results.get("SMC N=1")) for name, _ in cases]
-    headers = ["sampler", "wall / N=1", "min ESS / N", "valid", "mean logprob of valid", "exact match",
-               "AWRS checks/token"]
+    headers = ["sampler", "wall / N=1", "min ESS / N", "valid", "mean logprob of valid", "logprob/token of valid",
+               "exact match", "AWRS checks/token"]
     table = [[r["sampler"], f"{r['wall_over_n1']:.2f}x", "-" if r["min_ess_fraction"] is None
               else f"{r['min_ess_fraction']:.2f}", r["valid"], f"{r['mean_logprob_valid']:.2f}",
+              f"{r['logprob_per_token_valid']:.3f}",
               f"{r['exact_match']:.2f}", "-" if r["checks_per_token"] is None else f"{r['checks_per_token']:.2f}"]
              for r in rows]
     settings = {
@@ -137,6 +138,7 @@ def _row(name: str, runs: list[dict], n1: list[dict] | None) -> dict:
         "min_ess_fraction": statistics.mean(ess) if ess else None,
         "valid": f"{len(valid)}/{len(runs)}",
         "mean_logprob_valid": statistics.mean(r["logprob"] for r in valid) if valid else float("nan"),
+        "logprob_per_token_valid": sum(r["logprob"] for r in valid) / max(sum(r["tokens"] for r in valid), 1),
         "exact_match": sum(r["exact_match"] for r in runs) / len(runs),
         "checks_per_token": None if name.startswith("LCD") else sum(r["checks"] for r in runs) / max(tokens, 1),
         "runs": runs,
