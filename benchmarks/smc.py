@@ -1,11 +1,12 @@
 """Suite ``smc``: what SMC with AWRS weights buys over locally constrained decoding, and what it costs.
 
-On the default model (or ``--model``), tasks with a known answer under a constraint (a year, a date, a
-number, a JSON record). Per task and seed (0..R-1), in one run: LCD (``Masked``, one particle: the myopic baseline)
-and ``SMC(AWRS(c), particles=N)`` for N in {1, 4, 8, 16} (ESS threshold 0.5, stratified resampling).
-Reported per N: wall time relative to N = 1, the mean of the per-step minimum ESS / N, the average log-probability
-under the model of the valid posterior draws (higher: the sampler found text the model itself prefers among the
-allowed ones, the quality gain over LCD), and the exact-match rate against the known answer.
+On the default model (or ``--model``), tasks with a known answer under a constraint (a year, a date, a number,
+a JSON record). Per task and seed (0..R-1; R = 8 unless --repeats), in one run: LCD (``Masked``, one particle:
+the myopic baseline) and ``SMC(AWRS(c), particles=N)`` for N in {1, 4, 8, 16} (ESS threshold 0.5, stratified
+resampling). Reported per N: wall time relative to N = 1, the mean of the per-step minimum ESS / N, the
+log-probability under the model of the valid posterior draws (per output and per token), and the exact-match rate
+against the known answer. SMC samples the global p(x | x satisfies c); it does not maximise p(x), so the
+log-probability measures how far a sampler strays into text the model finds unlikely, not a score to maximise.
 
 Run: ``decoding bench smc [--model PATH] [--repeats N] [--quick]``.
 """

@@ -74,7 +74,7 @@ class LogitsProcessor:
 
 
 def custom_generate(
-    sampler: TokenSampler | SequenceSampler, seed: int | Sequence[int] = 0
+    sampler: TokenSampler | SequenceSampler, seed: int | Sequence[int] = 0, tokenizer=None
 ) -> Callable[..., torch.LongTensor]:
     """A callable for ``model.generate(..., custom_generate=...)`` that decodes with ``sampler``.
 
@@ -84,9 +84,15 @@ def custom_generate(
     Sampling settings belong to the decoding sampler: HF logits processors (``temperature=``, ``top_p=``...) are
     refused rather than silently combined.
 
+    ``tokenizer``: needed by constraint samplers (``dc.AWRS``, ``dc.Masked``: their constraint binds to its
+    vocabulary) and stop strings; the one given to ``generate(tokenizer=...)`` is used when this is None.
+
     Example:
         >>> out = model.generate(**inputs, max_new_tokens=16,
         ...                      custom_generate=dc.hf.custom_generate(dc.TopK(20), seed=1))   # doctest: +SKIP
+        >>> smc = dc.SMC(dc.AWRS(dc.Regex("[0-9]+")), particles=4)
+        >>> out = model.generate(**inputs, max_new_tokens=8,
+        ...                      custom_generate=dc.hf.custom_generate(smc, tokenizer=tok))     # doctest: +SKIP
     """
     runner = sampler if isinstance(sampler, SequenceSampler) else Ancestral(sampler)
 
@@ -101,11 +107,12 @@ def custom_generate(
         mask = torch.ones_like(input_ids) if mask is None else mask
         prompts = [row[m.bool()].tolist() for row, m in zip(input_ids.cpu(), mask.cpu())]
         eos = generation_config.eos_token_id
-        lm = LanguageModel(model, kwargs.get("tokenizer"), eos_token_ids=[eos] if isinstance(eos, int) else eos)
+        tok = tokenizer if tokenizer is not None else kwargs.get("tokenizer")
+        lm = LanguageModel(model, tok, eos_token_ids=[eos] if isinstance(eos, int) else eos)
         limit = generation_config.max_new_tokens
         if limit is None:
             limit = max(generation_config.max_length - input_ids.shape[1], 0)
-        raw = generation_config.stop_strings if kwargs.get("tokenizer") is not None else None
+        raw = generation_config.stop_strings if tok is not None else None
         stop = (raw,) if isinstance(raw, str) else tuple(raw or ())
         results = runner.run(lm, DecodeTask(prompts, limit, seed, stop))
         pad = generation_config.pad_token_id

@@ -109,15 +109,15 @@ def test_processor_refuses_non_samplers_and_undefined_rows():
 
 
 def test_custom_generate_runs_smc_with_a_constraint(gemma_lm):
-    """SMC(Masked) inside model.generate: the constraint binds to the tokenizer passed to generate(), and each
-    row's output is its posterior draw, which matches the pattern."""
+    """SMC(Masked) inside model.generate: the constraint binds to the tokenizer given to custom_generate, and
+    each row's output is its posterior draw, which matches the pattern."""
     import re
 
     tokenizer = gemma_lm.tokenizer
     batch = inputs(gemma_lm, ["one", "two words"])
     smc = dc.SMC(dc.Masked(dc.Regex(r"[a-c]{2,5}")), particles=3)
-    out = gemma_lm.model.generate(**batch, tokenizer=tokenizer, max_new_tokens=8,
-                                  custom_generate=dc.hf.custom_generate(smc, seed=0))
+    out = gemma_lm.model.generate(**batch, max_new_tokens=8,
+                                  custom_generate=dc.hf.custom_generate(smc, seed=0, tokenizer=tokenizer))
     for row in out[:, batch["input_ids"].shape[1]:]:
         text = tokenizer.decode(row, skip_special_tokens=True)
         assert re.fullmatch(r"[a-c]{2,5}", text), text
