@@ -110,7 +110,7 @@ def run(config: BenchConfig) -> Report:
                 })
     rows = [_row(name, results[name], results.get("SMC N=1")) for name, _ in cases]
     headers = ["sampler", "wall / N=1", "min ESS / N", "valid", "mean logprob of valid", "logprob/token of valid",
-               "exact match", "AWRS checks/token"]
+               "exact match", "AWRS checks per output token (all particles)"]
     table = [[r["sampler"], f"{r['wall_over_n1']:.2f}x", "-" if r["min_ess_fraction"] is None
               else f"{r['min_ess_fraction']:.2f}", r["valid"], f"{r['mean_logprob_valid']:.2f}",
               f"{r['logprob_per_token_valid']:.3f}",
@@ -141,6 +141,7 @@ def _row(name: str, runs: list[dict], n1: list[dict] | None) -> dict:
         "mean_logprob_valid": statistics.mean(r["logprob"] for r in valid) if valid else float("nan"),
         "logprob_per_token_valid": sum(r["logprob"] for r in valid) / max(sum(r["tokens"] for r in valid), 1),
         "exact_match": sum(r["exact_match"] for r in runs) / len(runs),
+        # the work of all N particles per token of the posterior draws
         "checks_per_token": None if name.startswith("LCD") else sum(r["checks"] for r in runs) / max(tokens, 1),
         "runs": runs,
     }

@@ -145,7 +145,8 @@ class Decoder:
         self.state = out.state
         rows, tokens = self.rows, out.tokens
         for name, value in out.counters.items():
-            total = self.counters.setdefault(name, torch.zeros(len(self.reason), dtype=torch.float64, device=rows.device))
+            zeros = torch.zeros(len(self.reason), dtype=torch.float64, device=rows.device)
+            total = self.counters.setdefault(name, zeros)
             total.index_add_(0, rows, value.to(rows.device, torch.float64))
         alive = ~torch.isneginf(out.log_weight)
         self.log_weight.index_add_(0, rows, out.log_weight.double())

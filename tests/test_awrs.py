@@ -135,7 +135,8 @@ def test_awrs_max_rejects_finishes_exactly_by_mask_and_stays_unbiased():
     assert int(out.counters["constraint_checks"].max()) <= 2  # one rejection, or an accept and its lookahead
     counts = torch.bincount(out.tokens, minlength=6).double()
     assert counts[[0, 2, 4, 5]].sum() == 0
-    assert scipy.stats.chisquare(counts[[1, 3]].numpy(), (probs[[1, 3]] / probs[[1, 3]].sum() * N).numpy()).pvalue > 1e-3
+    expected = (probs[[1, 3]] / probs[[1, 3]].sum() * N).numpy()
+    assert scipy.stats.chisquare(counts[[1, 3]].numpy(), expected).pvalue > 1e-3
     w = out.log_weight.double().exp()
     assert abs(float(w.mean()) - 0.015) < 4 * float(w.std()) / math.sqrt(N) + 1e-9
 
