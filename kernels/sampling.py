@@ -130,11 +130,10 @@ class BlockCDF:
 
     Block masses (float32 sums of 512 entries, or of V when smaller, then a float64 cumulative sum over blocks)
     choose a block, and the conditional uniform picks the entry inside it. Building costs one pass over [B, V];
-    each draw afterwards costs
-    O(V / 512 + 512) per row. Tokens can be left out, for good with :meth:`remove` (their probability becomes 0
-    and their block's mass is summed again) or for one draw with ``excluded``: an excluded token is never returned
-    and the others keep their exact relative probabilities. That is sampling without replacement, one uniform
-    per draw (AWRS).
+    each draw afterwards costs O(V / 512 + 512) per row. Tokens can be left out, for good with :meth:`remove` (their
+    probability becomes 0 and their block's mass is summed again) or for one draw with ``excluded``: an excluded
+    token is never returned and the others keep their exact relative probabilities. That is sampling without
+    replacement, one uniform per draw (AWRS).
 
     Args:
         logprobs: [B, V], need not be normalised.
