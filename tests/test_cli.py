@@ -118,6 +118,13 @@ def test_cli_rejects_bad_sampler_and_bad_numbers_before_loading(capsys, monkeypa
         (["bench", "nosuch"], "invalid choice: 'nosuch' (choose from"),  # then the suites: 'samplers'...
         (["bench", "samplers", "--repeats", "0"], "expected an integer >= 1"),
         ([], "the following arguments are required: COMMAND"),
+        (["generate", "hi", "--masked"], "--awrs and --masked need a constraint"),
+        (["generate", "hi", "--regex", "(?=a)b"], "look-ahead"),
+        (["generate", "hi", "--json-schema", "/no/such/schema.json"], "cannot read '/no/such/schema.json'"),
+        (["generate", "hi", "--regex", "a", "--json-whitespace", " "], "--json-whitespace needs --json-schema"),
+        (["generate", "hi", "--regex", "a", "--smc", "0"], "expected an integer >= 1, got 0"),
+        (["generate", "hi", "--regex", "a", "--smc", "4", "--ess-threshold", "2"], "--ess-threshold must be in [0, 1]"),
+        (["generate", "hi", "--regex", "a", "--sampler", "greedy"], "draws tokens itself"),
     ]:
         with pytest.raises(SystemExit) as exit_:
             main(argv)
@@ -186,6 +193,28 @@ def test_text_stream_holds_back_a_stop_split_across_tokens(lm):
     assert out.getvalue() == ""
     stream(0, byte_ids[1])
     assert out.getvalue() == "é"
+
+
+def test_generate_with_a_regex_prints_a_match_and_constraint_statistics(checkpoint, capsys, tmp_path):
+    """AWRS (random model: capped by --sampler top_k), Masked with SMC, and a JSON schema from a file."""
+    import json
+    import re
+
+    argv = ["generate", "hi", "--model", checkpoint, "--max-new-tokens", "8", "--regex", "[0-9]{2}"]
+    assert main(argv + ["--masked"]) == 0
+    out = capsys.readouterr()
+    assert re.fullmatch("[0-9]{2}", out.out.strip()) and "masked: every step checks the" in out.err
+    assert main(argv + ["--masked", "--smc", "3"]) == 0
+    out = capsys.readouterr()
+    assert re.fullmatch("[0-9]{2}", out.out.strip()) and "smc: 3 particles" in out.err
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"type": "boolean"}))
+    assert main(["generate", "hi", "--model", checkpoint, "--json-schema", str(schema), "--masked"]) == 0
+    assert capsys.readouterr().out.strip() in ("true", "false")
+    assert main(["generate", "hi", "--model", checkpoint, "--max-new-tokens", "4", "--regex", "[a-z ]{1,3}",
+                 "--sampler", "top_k=50000"]) == 0
+    out = capsys.readouterr()
+    assert re.fullmatch("[a-z ]{1,3}", out.out.rstrip("\n")) and "constraint checks" in out.err
 
 
 def test_generate_reports_library_errors_cleanly(tmp_path, capsys):
