@@ -14,13 +14,13 @@ Run: ``decoding bench smc [--model PATH] [--repeats N] [--quick]``.
 from __future__ import annotations
 
 import json
-import re
 import statistics
 import time
 from dataclasses import dataclass
 from functools import partial
 
 from decoding.bench import BenchConfig, Report, load_model, progress_bar
+from decoding.benchmarks.awrs import DATE, Task
 
 DESCRIPTION = (
     "SMC(AWRS) with N = 1, 4, 8, 16 particles against locally constrained decoding (Masked, one particle) on "
@@ -31,52 +31,31 @@ PARTICLES = (1, 4, 8, 16)
 
 
 @dataclass
-class Task:
-    name: str
-    prompt: str
-    pattern: str | None
-    schema: dict | None
-    answer: object  # the expected text (regex) or JSON value
-    max_new_tokens: int
+class Question(Task):
+    """A constrained task with a known answer: the expected text (regex) or JSON value."""
 
-    def constraint(self):
-        import decoding as dc
-
-        if self.schema is not None:
-            return dc.JsonSchema(self.schema, whitespace=r"[ \n]{0,8}")
-        return dc.Regex(self.pattern)
+    answer: object = None
 
     def matches(self, text: str) -> bool:
-        if self.schema is not None:
+        if self.kind == "json":
             try:
                 return json.loads(text) == self.answer
             except ValueError:
                 return False
         return text.strip() == self.answer
 
-    def valid(self, text: str) -> bool:
-        if self.schema is not None:
-            try:
-                import jsonschema
-
-                jsonschema.validate(json.loads(text), self.schema)
-                return True
-            except Exception:  # noqa: BLE001 - not parseable or not valid
-                return False
-        return re.fullmatch(self.pattern, text, re.ASCII) is not None
-
 
 TASKS = (
-    Task("ww2 year", "Q: In what year did World War II end?\nA: It ended in", r" (1[0-9]{3}|20[0-9]{2})\.", None,
-         "1945.", 8),
-    Task("apollo date", "Q: On what date did Apollo 11 land on the Moon? Answer as YYYY-MM-DD.\nA: ",
-         r"(19|20)\d{2}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])", None, "1969-07-20", 14),
-    Task("arithmetic", "Q: What is 12 + 30?\nA: The answer is", r" [0-9]{1,3}\.", None, "42.", 8),
-    Task("json person", "Ada Lovelace was 36 years old. As JSON:\n```json\n", None,
-         {"type": "object", "properties": {"name": {"type": "string", "maxLength": 30},
-                                           "age": {"type": "integer", "minimum": 0, "maximum": 150}},
-          "required": ["name", "age"], "additionalProperties": False},
-         {"name": "Ada Lovelace", "age": 36}, 40),
+    Question("ww2 year", "Q: In what year did World War II end?\nA: It ended in", "regex",
+             r" (1[0-9]{3}|20[0-9]{2})\.", 8, "1945."),
+    Question("apollo date", "Q: On what date did Apollo 11 land on the Moon? Answer as YYYY-MM-DD.\nA: ", "regex",
+             DATE, 14, "1969-07-20"),
+    Question("arithmetic", "Q: What is 12 + 30?\nA: The answer is", "regex", r" [0-9]{1,3}\.", 8, "42."),
+    Question("json person", "Ada Lovelace was 36 years old. As JSON:\n```json\n", "json",
+             {"type": "object", "properties": {"name": {"type": "string", "maxLength": 30},
+                                               "age": {"type": "integer", "minimum": 0, "maximum": 150}},
+              "required": ["name", "age"], "additionalProperties": False},
+             40, {"name": "Ada Lovelace", "age": 36}),
 )
 
 
@@ -118,7 +97,7 @@ def run(config: BenchConfig) -> Report:
              for r in rows]
     settings = {
         "model": config.model or "default: Gemma 3 270M (decoding.default_model)",
-        "tasks": [{"name": t.name, "prompt": t.prompt, "pattern": t.pattern, "schema": t.schema,
+        "tasks": [{"name": t.name, "prompt": t.prompt, "kind": t.kind, "spec": t.spec,
                    "answer": t.answer, "max_new_tokens": t.max_new_tokens}
                   for t in tasks],
         "seeds": list(seeds), "particles": list(particles), "ess_threshold": 0.5, "resampling": "stratified",

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 DEAD = -1  # the state of a prefix no continuation can save
@@ -63,24 +64,18 @@ class TokenConstraint:
         or None when unknown (the default). Samplers may drop those tokens without checking them."""
         return None
 
-    def narrow_batch(self, states: Sequence[State]):
+    def narrow_batch(self, states: Sequence[State]) -> np.ndarray:
         """numpy bool ``[B]``: True where the constraint leaves a single possible next byte (a forced key or
         literal), so that ``mask`` is cheap and few tokens are allowed. The default knows nothing (all False)."""
-        import numpy as np
-
         return np.zeros(len(states), dtype=bool)
 
-    def only_eos_batch(self, states: Sequence[State]):
+    def only_eos_batch(self, states: Sequence[State]) -> np.ndarray:
         """numpy bool ``[B]``: True where the text is complete and nothing may follow (only EOS is allowed).
         A shortcut for samplers; the default knows nothing (all False), automata read it off their tables."""
-        import numpy as np
-
         return np.zeros(len(states), dtype=bool)
 
-    def dead_batch(self, states: Sequence[State]):
+    def dead_batch(self, states: Sequence[State]) -> np.ndarray:
         """numpy bool ``[B]``: which states are DEAD."""
-        import numpy as np
-
         return np.fromiter((self.is_dead(s) for s in states), dtype=bool, count=len(states))
 
     def advance_batch(self, states: Sequence[State], tokens: Sequence[int]) -> list[State]:

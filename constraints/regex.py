@@ -155,12 +155,10 @@ class TokenAutomaton(TokenConstraint):
         return self._possible
 
     def narrow_batch(self, states) -> np.ndarray:
-        states = np.asarray(states, dtype=np.int64)
-        return (states >= 0) & self._narrow[np.maximum(states, 0)]
+        return _per_state(self._narrow, states)
 
     def only_eos_batch(self, states) -> np.ndarray:
-        states = np.asarray(states, dtype=np.int64)
-        return (states >= 0) & self._only_eos[np.maximum(states, 0)]
+        return _per_state(self._only_eos, states)
 
     def mask_batch(self, states) -> torch.Tensor:
         """[B, V]: the memoised mask of each distinct state, gathered by row (no work per row)."""
@@ -183,6 +181,12 @@ class TokenAutomaton(TokenConstraint):
         mask = torch.from_numpy(out).to(self.device)
         self._masks[state] = mask
         return mask
+
+
+def _per_state(table: np.ndarray, states) -> np.ndarray:
+    """``table[state]`` for each state, False for DEAD. bool [S], [B] -> [B]"""
+    states = np.asarray(states, dtype=np.int64)
+    return (states >= 0) & table[np.maximum(states, 0)]
 
 
 # --- checking and parsing the pattern -----------------------------------------------------------------------

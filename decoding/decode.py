@@ -65,6 +65,15 @@ class Generation:
     counters: dict[str, float] = field(default_factory=dict)
 
 
+def sum_counters(generations: Sequence[Generation]) -> dict[str, float]:
+    """The work counters of several generations, added up by name."""
+    total: dict[str, float] = {}
+    for g in generations:
+        for name, value in g.counters.items():
+            total[name] = total.get(name, 0.0) + value
+    return total
+
+
 @dataclass
 class Stats:
     """Work done by one ``generate`` call."""

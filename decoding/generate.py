@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 
-from decoding.decode import Ancestral, DecodeTask, Generation, SequenceSampler, Stats
+from decoding.decode import Ancestral, DecodeTask, Generation, SequenceSampler, Stats, sum_counters
 from decoding.model import LanguageModel
 from decoding.samplers.base import Categorical, TokenSampler
 
@@ -73,16 +73,12 @@ def generate(
     task = DecodeTask([lm.encode(t) for t in texts], max_new_tokens, seed, stops, on_token)
     forwards, tokens, start = lm.forwards, lm.tokens_processed, time.perf_counter()
     sequences = runner.run(lm, task)
-    counters: dict[str, float] = {}
-    for s in sequences:
-        for name, value in s.counters.items():
-            counters[name] = counters.get(name, 0.0) + value
     stats = Stats(
         forwards=lm.forwards - forwards,
         tokens=lm.tokens_processed - tokens,
         new_tokens=sum(len(s.token_ids) for s in sequences),
         wall_time=time.perf_counter() - start,
-        counters=counters,
+        counters=sum_counters(sequences),
     )
     return GenerationOutput(sequences, stats)
 

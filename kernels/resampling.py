@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import torch
 
+from decoding.kernels.sampling import inverse_search
+
 SCHEMES = ("stratified", "systematic", "multinomial", "residual")
 
 
@@ -60,7 +62,4 @@ def _inverse(mass: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """Index whose cumulative share of ``mass`` first exceeds each position in [0, 1); never an entry of zero
     mass. [G, N], [G, M] -> [G, M]"""
     cdf = mass.cumsum(-1)
-    target = positions * cdf[:, -1:]
-    idx = torch.searchsorted(cdf, target.contiguous(), right=True)
-    last = (mass.shape[-1] - 1) - (mass.flip(-1) > 0).int().argmax(-1, keepdim=True)
-    return torch.minimum(idx, last)
+    return inverse_search(mass, cdf, positions * cdf[:, -1:])

@@ -204,7 +204,7 @@ class BlockCDF:
         block_cdf = block_mass.cumsum(-1)
         total = block_cdf[:, -1]
         target = (u.to(block_cdf.dtype) * total)[:, None]  # [n, 1]
-        b = torch.minimum(_search(block_cdf, target), _last_positive(block_mass))  # [n, 1]
+        b = inverse_search(block_mass, block_cdf, target)  # [n, 1]
         below = block_cdf.gather(-1, b) - block_mass.gather(-1, b)
         u_in = ((target - below) / block_mass.gather(-1, b)).clamp(0.0, 1.0)  # the conditional uniform
         chosen = blocks.gather(1, b[:, :, None].expand(n, 1, width))[:, 0]  # [n, 512]
@@ -213,15 +213,29 @@ class BlockCDF:
             chosen = torch.nn.functional.pad(chosen, (0, 1)).scatter(
                 -1, torch.where(here, excluded % width, width), 0.0)[:, :width]
         inner = chosen.double().cumsum(-1)
-        j = torch.minimum(_search(inner, u_in * inner[:, -1:]), _last_positive(chosen))
+        j = inverse_search(chosen, inner, u_in * inner[:, -1:])
         return (b * width + j)[:, 0].clamp_max(self.vocab - 1), total  # clamp: rows with nothing left
 
 
-def _search(cdf: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """First index whose cumulative mass exceeds ``target`` (so never a zero-mass entry). [B, n], [B, 1] -> [B, 1]"""
-    return torch.searchsorted(cdf, target, right=True).clamp_max(cdf.shape[-1] - 1)
+def inverse_search(mass: torch.Tensor, cdf: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """First index whose cumulative mass exceeds ``target``, never an entry of zero mass (even when rounding puts
+    ``target`` at or past the total). [B, n] masses, [B, n] their cumsum, [B, m] targets -> [B, m]"""
+    first = torch.searchsorted(cdf, target.contiguous(), right=True).clamp_max(cdf.shape[-1] - 1)
+    last_positive = (mass.shape[-1] - 1) - (mass.flip(-1) > 0).int().argmax(-1, keepdim=True)
+    return torch.minimum(first, last_positive)
 
 
-def _last_positive(mass: torch.Tensor) -> torch.Tensor:
-    """Index of the last entry with positive mass, guarding against ``u * total`` rounding up to the total."""
-    return (mass.shape[-1] - 1) - (mass.flip(-1) > 0).int().argmax(-1, keepdim=True)
+def restricted_draw(logprobs: torch.Tensor, u: torch.Tensor,
+                    mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per row from exp(logprobs) restricted to ``mask`` (default: the whole row), and the log of the
+    restricted mass. A row whose mass is 0 has log mass -inf and a meaningless token (drawn from the whole row).
+
+    Args:
+        logprobs: [B, V]; u: [B] uniforms, float64; mask: [B, V] bool or None.
+    Returns:
+        tokens [B] int64, log_mass [B].
+    """
+    kept = logprobs if mask is None else logprobs.masked_fill(~mask, NEG_INF)
+    log_mass = kept.logsumexp(-1)
+    tokens = inverse_cdf(torch.where(torch.isfinite(log_mass)[:, None], kept, logprobs), u)
+    return tokens, log_mass

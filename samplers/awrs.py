@@ -67,8 +67,8 @@ import torch
 
 from decoding.constraints.base import DEAD, Constraint, TokenConstraint
 from decoding.kernels.random import RowStreams
-from decoding.kernels.sampling import NEG_INF, BlockCDF, inverse_cdf
-from decoding.samplers.base import ConstrainedSampler, Draw
+from decoding.kernels.sampling import NEG_INF, BlockCDF, restricted_draw
+from decoding.samplers.base import ConstrainedSampler, Draw, check_int
 
 RECURSIVE, GEOMETRIC, PAPER = 0, 1, 2
 ESTIMATORS = {"recursive": RECURSIVE, "geometric": GEOMETRIC, "paper": PAPER, "auto": -1}
@@ -98,18 +98,15 @@ class AWRS(ConstrainedSampler):
         super().__init__(constraint)
         if not isinstance(narrow_masks, bool):
             raise TypeError(f"narrow_masks must be True or False, got {narrow_masks!r}")
-        self.narrow_masks = narrow_masks
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {', '.join(map(repr, ESTIMATORS))}, got {estimator!r}")
         if max_rejects is not None:
-            if isinstance(max_rejects, bool) or not isinstance(max_rejects, int) or max_rejects < 1:
-                raise ValueError(f"max_rejects must be None or an int >= 1, got {max_rejects!r}")
+            check_int("max_rejects", max_rejects, 1, " (or None)")
             if estimator not in ("recursive", "auto"):
                 raise ValueError(f"max_rejects keeps only the recursive estimator unbiased; use "
                                  f"estimator='recursive' (or 'auto'), not {estimator!r}, or max_rejects=None")
-        if isinstance(max_accepts, bool) or not isinstance(max_accepts, int) or max_accepts < 2:
-            raise ValueError(f"max_accepts must be an int >= 2 (the estimator divides by m - 1), got {max_accepts!r}")
-        self.estimator = estimator
+        check_int("max_accepts", max_accepts, 2, " (the estimator divides by m - 1)")
+        self.estimator, self.narrow_masks = estimator, narrow_masks
         self.max_rejects, self.max_accepts = max_rejects, max_accepts
         self._pending: tuple | None = None  # (state list, tokens, next states) of the last draw, for accept
 
@@ -123,11 +120,6 @@ class AWRS(ConstrainedSampler):
         logq = torch.full_like(log_weight, math.nan)
         return Draw(tokens, log_weight, logq, {"constraint_checks": torch.from_numpy(run.checks),
                                                "masks": torch.from_numpy(run.masks)})
-
-    def law(self, logprobs, state):
-        """The exact local law p restricted to A (by mask: for ``dc.hf.LogitsProcessor`` and tests only)."""
-        mask = self.token_constraint.mask_batch(state).to(logprobs.device)
-        return torch.log_softmax(logprobs.masked_fill(~mask, NEG_INF), dim=-1)
 
     def accept(self, state, tokens, logprobs):
         pending, self._pending = self._pending, None
@@ -151,7 +143,7 @@ class _Step:
     """
 
     def __init__(self, sampler: AWRS, logprobs: torch.Tensor, states: list, rng: RowStreams):
-        self.tc, self.rng, self.states = sampler.token_constraint, rng, states
+        self.tc, self.rng, self.states = sampler.token_constraint, rng, _objects(states)
         self.max_rejects, self.m = sampler.max_rejects, sampler.max_accepts
         b = logprobs.shape[0]
         self.logprobs = logprobs
@@ -195,15 +187,16 @@ class _Step:
         device = self.logprobs.device
         eos = torch.tensor(self.tc.vocabulary.eos_token_ids, device=device)
         lp = self.logprobs.index_select(0, torch.from_numpy(rows).to(device)).index_select(1, eos)
-        log_mass = lp.logsumexp(-1)
-        alive = torch.isfinite(log_mass)
-        u = self.rng.uniform(rows=rows, device=device)
-        pick = eos[inverse_cdf(torch.where(alive[:, None], lp, 0.0), u)]
-        host = torch.stack([pick.double(), torch.where(alive, log_mass.double(), NEG_INF)]).cpu().numpy()
+        pick, log_mass = restricted_draw(lp, self.rng.uniform(rows=rows, device=device))
+        self.exactly(rows, eos[pick], log_mass)
+        self.next_state[rows] = self.states[rows]  # EOS keeps the accepting state
+
+    def exactly(self, rows: np.ndarray, tokens: torch.Tensor, log_mass: torch.Tensor) -> None:
+        """Finish rows with an exact draw: the token, and the exact allowed mass as the weight (-inf: none)."""
+        host = torch.stack([tokens.double(), log_mass.double()]).cpu().numpy()
         self.tok[rows] = host[0].astype(np.int64)
         self.logw[rows] = host[1]
         self.phase[rows] = DONE
-        self.next_state[rows] = _objects([self.states[i] for i in rows])  # EOS keeps the accepting state
 
     def loop(self) -> None:
         while True:
@@ -250,12 +243,12 @@ class _Step:
         new = ~known & ~empty
         if new.any():
             r = rows[new]
-            nxt = self.tc.advance_batch([self.states[i] for i in r], cand[new].tolist())
-            allowed = ~self.tc.dead_batch(nxt)
+            nxt = _objects(self.tc.advance_batch(self.states[r].tolist(), cand[new].tolist()))
+            allowed = ~self.tc.dead_batch(nxt.tolist())
             ok[new] = allowed
             self.checks[r] += 1
             first = allowed & (self.tok[r] < 0)  # the step's first accepted token: its state is the next state
-            self.next_state[r[first]] = _objects([s for s, f in zip(nxt, first) if f])
+            self.next_state[r[first]] = nxt[first]
             column_tok = np.full(len(self.phase), -1, dtype=np.int64)
             column_tok[r] = cand[new]
             column_ok = np.zeros(len(self.phase), dtype=bool)
@@ -299,22 +292,14 @@ class _Step:
     def by_mask(self, rows: np.ndarray) -> None:
         """Finish rows exactly: draw from p restricted to the constraint's mask; the weight is log p(A)."""
         device = self.logprobs.device
-        idx = torch.from_numpy(rows).to(device)
-        mask = self.tc.mask_batch([self.states[i] for i in rows]).to(device)
-        masked = self.logprobs.index_select(0, idx).masked_fill(~mask, NEG_INF)
-        log_mass = masked.logsumexp(-1)
-        alive = torch.isfinite(log_mass)
-        u = self.rng.uniform(rows=rows, device=device)
-        tokens = inverse_cdf(torch.where(alive[:, None], masked, 0.0), u).cpu().numpy()
-        alive_host = alive.cpu().numpy()
-        self.tok[rows] = tokens
-        self.logw[rows] = np.where(alive_host, log_mass.double().cpu().numpy(), NEG_INF)
-        self.phase[rows] = DONE
+        mask = self.tc.mask_batch(self.states[rows].tolist()).to(device)
+        lp = self.logprobs.index_select(0, torch.from_numpy(rows).to(device))
+        tokens, log_mass = restricted_draw(lp, self.rng.uniform(rows=rows, device=device), mask)
+        self.exactly(rows, tokens, log_mass)
         self.masks[rows] += 1
-        live = rows[alive_host]
+        live = rows[np.isfinite(self.logw[rows])]
         if len(live):
-            nxt = self.tc.advance_batch([self.states[i] for i in live], tokens[alive_host].tolist())
-            self.next_state[live] = _objects(nxt)
+            self.next_state[live] = _objects(self.tc.advance_batch(self.states[live].tolist(), self.tok[live].tolist()))
 
     def geometric(self, rows, cand, kept, logp, ok, empty, phase) -> None:
         self.die(rows[empty])

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from decoding.kernels.random import RowStreams
-from decoding.kernels.sampling import check_logprobs, inverse_cdf
+from decoding.kernels.sampling import NEG_INF, check_logprobs, inverse_cdf
 
 State = Any
 
@@ -68,6 +68,13 @@ def check_fraction(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
         raise ValueError(f"{name} must be in (0, 1], got {value!r}")
     return float(value)
+
+
+def check_int(name: str, value: int, minimum: int, note: str = "") -> int:
+    """``value`` as an int >= ``minimum``, or a ValueError naming ``name`` (``note`` says why, if given)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}{note}, got {value!r}")
+    return value
 
 
 def select_rows(state: State, indices: torch.Tensor) -> State:
@@ -280,3 +287,8 @@ class ConstrainedSampler(TokenSampler):
 
     def init_state(self, batch_size, device="cpu"):
         return [self.token_constraint.start()] * batch_size
+
+    def law(self, logprobs, state):
+        """The exact locally constrained law, p restricted to the allowed tokens and renormalised (by mask)."""
+        mask = self.token_constraint.mask_batch(state).to(logprobs.device)
+        return torch.log_softmax(logprobs.masked_fill(~mask, NEG_INF), dim=-1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from decoding.kernels.sampling import NEG_INF, inverse_cdf
+from decoding.kernels.sampling import NEG_INF, restricted_draw
 from decoding.samplers.base import ConstrainedSampler
 
 
@@ -25,21 +25,11 @@ class Masked(ConstrainedSampler):
         >>> out = dc.generate(lm, "Year: ", dc.Masked(dc.Regex(r"[12][0-9]{3}")), max_new_tokens=8)   # doctest: +SKIP
     """
 
-    def _masked(self, logprobs: torch.Tensor, state) -> torch.Tensor:
-        mask = self.token_constraint.mask_batch(state).to(logprobs.device)
-        return logprobs.masked_fill(~mask, NEG_INF)
-
     def draw(self, logprobs, state, rng):
-        masked = self._masked(logprobs, state)
-        log_z = masked.logsumexp(-1)  # [B] log of the allowed mass
-        alive = torch.isfinite(log_z)
-        u = rng.uniform(device=logprobs.device)
-        tokens = inverse_cdf(torch.where(alive[:, None], masked, logprobs), u)  # dead rows: any token, weight -inf
-        logq = masked.gather(-1, tokens[:, None])[:, 0] - log_z
-        return tokens, torch.where(alive, log_z, NEG_INF), torch.where(alive, logq, NEG_INF)
-
-    def law(self, logprobs, state):
-        return torch.log_softmax(self._masked(logprobs, state), dim=-1)
+        mask = self.token_constraint.mask_batch(state).to(logprobs.device)
+        tokens, log_z = restricted_draw(logprobs, rng.uniform(device=logprobs.device), mask)  # dead rows: -inf
+        logq = logprobs.gather(-1, tokens[:, None])[:, 0] - log_z
+        return tokens, log_z, torch.where(torch.isfinite(log_z), logq, NEG_INF)
 
     def accept(self, state, tokens, logprobs):
         return self.token_constraint.advance_batch(state, tokens.tolist())

@@ -25,7 +25,7 @@ import math
 import torch
 
 from decoding.kernels.sampling import keep
-from decoding.samplers.base import TokenSampler
+from decoding.samplers.base import TokenSampler, check_int
 
 LN2 = math.log(2.0)
 SURPRISES = ("reference", "truncated")
@@ -60,8 +60,7 @@ class Mirostat(TokenSampler):
             raise ValueError(f"eta must be a finite number > 0, got {eta!r}")
         if version not in (1, 2) or isinstance(version, bool):
             raise ValueError(f"version must be 1 or 2, got {version!r}")
-        if isinstance(m, bool) or not isinstance(m, int) or m < 2:
-            raise ValueError(f"m must be an int >= 2, got {m!r}")
+        check_int("m", m, 2)
         if surprise not in SURPRISES:
             raise ValueError(f"surprise must be one of {SURPRISES}, got {surprise!r}")
         self.tau, self.eta, self.version, self.m, self.surprise = float(tau), float(eta), version, m, surprise

@@ -38,11 +38,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from decoding.decode import DecodeTask, Decoder, Generation, SequenceSampler
+from decoding.decode import DecodeTask, Decoder, Generation, SequenceSampler, sum_counters
 from decoding.kernels.random import RowStreams, row_keys
 from decoding.kernels.resampling import SCHEMES, ess, resample
 from decoding.model import LanguageModel
-from decoding.samplers.base import TokenSampler
+from decoding.samplers.base import TokenSampler, check_int
 
 _RESAMPLING_STREAM = 0x5EED_5A3C  # the prompts' resampling streams are keyed apart from the particles'
 
@@ -76,8 +76,7 @@ class SMC(SequenceSampler):
         if not isinstance(token_sampler, TokenSampler):
             raise TypeError(f"token_sampler: expected a token sampler such as dc.AWRS(constraint), "
                             f"got {type(token_sampler).__name__}")
-        if isinstance(particles, bool) or not isinstance(particles, int) or particles < 1:
-            raise ValueError(f"particles must be an int >= 1, got {particles!r}")
+        check_int("particles", particles, 1)
         if isinstance(ess_threshold, bool) or not isinstance(ess_threshold, (int, float)) \
                 or not 0 <= ess_threshold <= 1:
             raise ValueError(f"ess_threshold must be in [0, 1] (a fraction of the particles), got {ess_threshold!r}")
@@ -124,21 +123,18 @@ class SMC(SequenceSampler):
         log_ml = (log_w.logsumexp(-1) - math.log(n)).tolist()
         weights = torch.softmax(log_w, -1).nan_to_num(0.0)
         alive = torch.isfinite(log_w).any(-1)
-        u = groups.uniform(device=log_w.device)
-        pick = torch.searchsorted(weights.cumsum(-1), (u * weights.sum(-1))[:, None], right=True)
-        pick = torch.where(alive[:, None], pick.clamp_max(n - 1), 0)[:, 0].tolist()
+        u = groups.uniform(1, device=log_w.device)
+        pick = resample(torch.where(alive[:, None], log_w, 0.0), u, "multinomial")[:, 0]  # one draw by weight
+        pick = torch.where(alive, pick, 0).tolist()
         sizes = torch.stack(history, 1).tolist() if history else [[] for _ in range(len(log_ml))]
         out = []
         for g, (chosen, ok) in enumerate(zip(pick, alive.tolist())):  # once per prompt, at the end
             own = particles[g * n : (g + 1) * n]
             draw = own[chosen]
-            counters: dict[str, float] = {}
-            for p in own:
-                for name, value in p.counters.items():
-                    counters[name] = counters.get(name, 0.0) + value
             reason = draw.reason if ok else f"dead end: all {n} particles died (every weight is zero)"
             out.append(SMCGeneration(
-                draw.text, draw.token_ids, draw.logprob, log_ml[g], draw.finished and ok, reason, counters,
+                draw.text, draw.token_ids, draw.logprob, log_ml[g], draw.finished and ok, reason,
+                sum_counters(own),
                 particles=own, weights=weights[g].tolist(), ess=sizes[g], resampled=resampled[g],
                 log_marginal_likelihood=log_ml[g],
             ))

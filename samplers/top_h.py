@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from decoding.kernels.sampling import NEG_INF, entropy, keep_listed
-from decoding.samplers.base import TokenSampler, check_fraction
+from decoding.samplers.base import TokenSampler, check_fraction, check_int
 
 RULES = ("reference", "paper")
 
@@ -39,8 +39,7 @@ class TopH(TokenSampler):
     """
 
     def __init__(self, alpha: float = 0.4, top_n: int = 100, rule: str = "reference"):
-        if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
-            raise ValueError(f"top_n must be an int >= 1, got {top_n!r}")
+        check_int("top_n", top_n, 1)
         if rule not in RULES:
             raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
         self.alpha, self.top_n, self.rule = check_fraction("alpha", alpha), top_n, rule

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decoding.kernels.sampling import keep
-from decoding.samplers.base import TokenSampler
+from decoding.samplers.base import TokenSampler, check_int
 
 
 class TopK(TokenSampler):
@@ -22,8 +22,7 @@ class TopK(TokenSampler):
     """
 
     def __init__(self, k: int):
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be an int >= 1, got {k!r}")
+        check_int("k", k, 1)
         self.k = k
 
     def transform(self, logprobs, state):
