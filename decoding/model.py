@@ -3,8 +3,10 @@
 ``lm.start(prompts)`` prefills a batch of token-id prompts of different lengths (left-padded, with per-row position
 ids, so every row sees exactly what it would see alone) and returns a :class:`KVBatch`, the live decoding state:
 ``step(tokens)`` feeds one or more tokens per row, ``reorder(indices)`` picks rows (SMC resampling, dropping
-finished rows), ``crop(length)`` rolls the cache back (speculative decoding). Several batches of one model can
-be live at once (a target and its own draft, a sampler scoring while another decodes).
+finished rows), ``crop(length)`` rolls the cache back. ``tree_step(tokens, parents)`` feeds a draft tree in one
+forward (speculative verification: each node sees the context, its ancestors and itself) and ``commit(keep)``
+keeps the accepted path's KV entries. Several batches of one model can be live at once (a target and its own
+draft, a sampler scoring while another decodes).
 
 Log-probabilities are float32 whatever the model dtype; logits rows past the tokenizer (padding rows of the LM
 head) are -inf. The device is read off the model's outputs, so ``device_map="auto"`` models work.
@@ -130,6 +132,10 @@ class KVBatch:
         self.cache = DynamicCache()  # full layers, so crop and reorder are exact for sliding-window models too
         self.attention_mask = attention_mask
         self.logprobs: torch.Tensor | None = None
+        self.committed = attention_mask.shape[1]  # slots before the pending tree (all of them without one)
+        self._tree_anc: torch.Tensor | None = None  # [B, T, T] bool: tree slot j sees tree slot i
+        self._tree_depth: torch.Tensor | None = None  # [B, T] depth of each tree slot (0: child of the context)
+        self._holes = False  # commit() left gaps inside rows: every forward then needs explicit masks
 
     @property
     def batch_size(self) -> int:
@@ -154,21 +160,31 @@ class KVBatch:
             tokens = tokens[:, None]
         if tokens.shape[0] != self.batch_size:
             raise ValueError(f"tokens: {tokens.shape[0]} rows for a batch of {self.batch_size}")
+        if self._holes or self._tree_anc is not None:  # gaps or a pending tree: positions need explicit masks
+            k = tokens.shape[1]
+            chain = torch.arange(-1, k - 1, device=tokens.device).expand(self.batch_size, k)
+            out = self.tree_step(tokens, chain)
+            self.commit(torch.arange(self.length - self.committed, device=tokens.device).expand(self.batch_size, -1))
+            self.logprobs = out[:, -1]
+            return out if all_positions else self.logprobs
         ones = torch.ones_like(tokens, dtype=self.attention_mask.dtype)
         self.attention_mask = torch.cat([self.attention_mask, ones], dim=1)
+        self.committed = self.attention_mask.shape[1]
         out = self._forward(tokens, keep_all=all_positions)
         self.logprobs = out[:, -1]
         return out if all_positions else self.logprobs
 
-    def _forward(self, ids: torch.Tensor, keep_all: bool) -> torch.Tensor:
+    def _forward(self, ids: torch.Tensor, keep_all: bool, positions: torch.Tensor | None = None,
+                 mask=None) -> torch.Tensor:
         new = ids.shape[1]
-        positions = (self.attention_mask.cumsum(-1) - 1).clamp_min(0)[:, -new:]
+        if positions is None:
+            positions = (self.attention_mask.cumsum(-1) - 1).clamp_min(0)[:, -new:]
         kwargs = {}
         if self.lm._keep_arg and not keep_all:
             kwargs["logits_to_keep"] = 1
         out = self.lm.model(
             input_ids=ids,
-            attention_mask=self.attention_mask,
+            attention_mask=self.attention_mask if mask is None else mask,
             position_ids=positions,
             past_key_values=self.cache,
             use_cache=True,
@@ -179,9 +195,112 @@ class KVBatch:
         self.lm.tokens_processed += int(self.attention_mask[:, -new:].sum())
         return self.lm._logprobs(out.logits)
 
+    @torch.no_grad()
+    def tree_step(self, tokens: torch.Tensor, parents: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Feed a draft tree after each row in ONE forward; returns log-probs after every node, [B, n, V].
+
+        The nodes are appended as tree slots: node j sees the row's committed context, its ancestors and itself,
+        at position ``context length + depth``. The mask is built here, additive and in the model's dtype,
+        (B, 1, n, past + n); models with sliding-window layers (``config.layer_types``) get the dict
+        ``{"full_attention": M, "sliding_attention": M_sw}`` with the window counted in real positions, so gaps
+        left by :meth:`commit` never widen it. Several calls may add to one tree before :meth:`commit`.
+
+        Args:
+            tokens: [B, n] token ids.
+            parents: [B, n] the parent of each node: -1 for the context, else the index of an earlier tree slot
+                of this tree (slots of earlier calls come first, then this call's nodes in order).
+            valid: [B, n] bool, False for padding nodes (they see only themselves and are never kept).
+
+        Example:
+            >>> out = batch.tree_step(torch.tensor([[5, 6, 7]]), torch.tensor([[-1, 0, 0]]))  # doctest: +SKIP
+            >>> out.shape   # after 5; after 5,6; after 5,7                                   # doctest: +SKIP
+            torch.Size([1, 3, 262144])
+        """
+        device = self.attention_mask.device
+        tokens, parents = tokens.to(device).long(), parents.to(device).long()
+        valid = torch.ones_like(tokens, dtype=torch.bool) if valid is None else valid.to(device)
+        b, n = tokens.shape
+        if parents.shape != (b, n) or b != self.batch_size:
+            raise ValueError(f"tokens {tuple(tokens.shape)} and parents {tuple(parents.shape)} must both be "
+                             f"[{self.batch_size}, n]")
+        old = 0 if self._tree_anc is None else self._tree_anc.shape[1]
+        if bool(((parents >= old + torch.arange(n, device=device)) | (parents < -1)).any()):
+            raise ValueError("parents: each node's parent must be -1 or an earlier tree slot")
+        anc, depth = self._grow_tree(parents, valid, old)
+        context = self.attention_mask[:, : self.committed].bool()
+        lengths = context.sum(-1)
+        positions = lengths[:, None] + depth[:, old:]
+        sees = torch.cat([context[:, None, :].expand(b, n, -1), anc[:, old:, :]], dim=2)  # [B, n, past + n]
+        self.attention_mask = torch.cat([self.attention_mask, valid.to(self.attention_mask.dtype)], dim=1)
+        key_pos = torch.cat([context.cumsum(-1) - 1, lengths[:, None] + depth], dim=1)
+        mask = self._masks(sees, positions, key_pos)
+        self._tree_anc, self._tree_depth = anc, depth
+        out = self._forward(tokens, keep_all=True, positions=positions, mask=mask)
+        self.lm.tokens_processed -= int((~valid).sum())  # padding nodes are not work
+        return out
+
+    def _grow_tree(self, parents: torch.Tensor, valid: torch.Tensor, old: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ancestor-or-self matrix and depths of the tree slots after appending nodes with these parents."""
+        b, n = parents.shape
+        total = old + n
+        anc = torch.zeros((b, total, total), dtype=torch.bool, device=parents.device)
+        depth = torch.zeros((b, total), dtype=torch.long, device=parents.device)
+        if old:
+            anc[:, :old, :old] = self._tree_anc
+            depth[:, :old] = self._tree_depth
+        rows = torch.arange(b, device=parents.device)
+        for j in range(n):  # a loop over tree nodes (parents come first); every row at once
+            slot, parent = old + j, parents[:, j]
+            has = (parent >= 0) & valid[:, j]
+            anc[:, slot] = torch.where(has[:, None], anc[rows, parent.clamp_min(0)], False)
+            depth[:, slot] = torch.where(has, depth[rows, parent.clamp_min(0)] + 1, 0)
+            anc[:, slot, slot] = True
+        return anc, depth
+
+    def _masks(self, sees: torch.Tensor, positions: torch.Tensor, key_pos: torch.Tensor):
+        """Additive masks (B, 1, n, keys) in the model's dtype; the sliding-window form where the model has one."""
+        dtype = self.lm.dtype
+        config = self.lm.model.config
+
+        def additive(allowed: torch.Tensor) -> torch.Tensor:
+            zero = torch.zeros((), dtype=dtype, device=allowed.device)
+            return torch.where(allowed, zero, torch.finfo(dtype).min)[:, None]
+
+        full = additive(sees)
+        window = getattr(config, "sliding_window", None)
+        if "sliding_attention" not in (getattr(config, "layer_types", None) or ()) or not window:
+            return full
+        near = positions[:, :, None] - key_pos[:, None, :] < window
+        return {"full_attention": full, "sliding_attention": additive(sees & near)}
+
+    def commit(self, keep: torch.Tensor) -> None:
+        """End the pending tree: keep the tree slots ``keep`` ([B, m], tree-slot indices in path order, -1 for
+        none) after each row's context and drop every other tree slot. ``logprobs`` are left as they were.
+
+        Rows keeping fewer than m slots get gaps (masked slots) after their kept ones; later forwards use
+        explicit masks and real positions, so the gaps change nothing.
+        """
+        if self._tree_anc is None:
+            raise ValueError("commit: no pending tree; feed one with tree_step first")
+        keep = keep.to(self.attention_mask.device).long()
+        src = self.committed + keep.clamp_min(0)  # [B, m] cache slots
+        kept = (keep >= 0).to(self.attention_mask.dtype)
+        for layer in self.cache.layers:
+            if getattr(layer, "keys", None) is not None and layer.keys.numel():
+                index = src.to(layer.keys.device)[:, None, :, None]
+                index = index.expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])
+                layer.keys = torch.cat([layer.keys[:, :, : self.committed], layer.keys.gather(2, index)], dim=2)
+                layer.values = torch.cat([layer.values[:, :, : self.committed], layer.values.gather(2, index)], dim=2)
+        self.attention_mask = torch.cat([self.attention_mask[:, : self.committed], kept], dim=1)
+        self._holes = self._holes or bool((keep < 0).any())
+        self.committed = self.attention_mask.shape[1]
+        self._tree_anc = self._tree_depth = None
+
     def reorder(self, indices: torch.Tensor | Sequence[int]) -> None:
         """Keep the rows ``indices`` in that order (duplicates allowed: SMC resampling)."""
         idx = torch.as_tensor(indices, dtype=torch.long, device=self.attention_mask.device)
+        if self._tree_anc is not None:
+            self._tree_anc, self._tree_depth = self._tree_anc[idx], self._tree_depth[idx]
         for layer in self.cache.layers:
             if getattr(layer, "keys", None) is not None and layer.keys.numel():
                 layer.keys = layer.keys.index_select(0, idx.to(layer.keys.device))
@@ -195,11 +314,14 @@ class KVBatch:
         until the next ``step``: re-feed the last kept token's successor, as speculative decoding does."""
         if not 0 < length <= self.length:
             raise ValueError(f"length must be in [1, {self.length}], got {length}")
+        if self._tree_anc is not None:
+            raise ValueError("crop: a draft tree is pending; end it with commit() first")
         for layer in self.cache.layers:
             if getattr(layer, "keys", None) is not None and layer.keys.numel():
                 layer.keys = layer.keys[..., :length, :]
                 layer.values = layer.values[..., :length, :]
         self.attention_mask = self.attention_mask[:, :length]
+        self.committed = min(self.committed, length)
         self.logprobs = None
 
 

@@ -142,3 +142,51 @@ def test_default_model_ragged_batch_matches_alone(gemma):
     for i, ids in enumerate(prompts):
         torch.testing.assert_close(batch.logprobs[i], reference(gemma, ids + [5 + i]), atol=2e-4, rtol=0)
     assert gemma.vocab_size == 262144 and gemma.dtype == torch.float32
+
+
+def test_tree_step_scores_every_node_as_its_own_path(tiny_lm):
+    """One forward over a tree equals a plain forward of each node's path; the sliding window (tiny Gemma: 4)
+    counts real positions; padding nodes change nothing."""
+    prompts = [tiny_lm.encode(PROMPTS[0]), tiny_lm.encode(PROMPTS[1])]
+    batch = tiny_lm.start(prompts)
+    tokens = torch.tensor([[5, 6, 7, 8, 9], [10, 11, 12, 13, 14]])
+    parents = torch.tensor([[-1, 0, 0, 1, 3], [-1, 0, 0, 1, 0]])
+    valid = torch.tensor([[True] * 5, [True, True, True, True, False]])
+    out = batch.tree_step(tokens, parents, valid)
+    assert out.shape == (2, 5, tiny_lm.vocab_size)
+    paths = {0: [[0], [0, 1], [0, 2], [0, 1, 3], [0, 1, 3, 4]], 1: [[0], [0, 1], [0, 2], [0, 1, 3]]}
+    for row, row_paths in paths.items():
+        for node, path in enumerate(row_paths):
+            ids = prompts[row] + tokens[row, path].tolist()
+            torch.testing.assert_close(out[row, node], reference(tiny_lm, ids), atol=2e-5, rtol=0)
+
+
+def test_commit_keeps_the_accepted_path_and_later_forwards_see_it(tiny_lm):
+    """Rows keep paths of different lengths (gaps in the cache); steps and trees after that stay exact."""
+    prompts = [tiny_lm.encode(PROMPTS[0]), tiny_lm.encode(PROMPTS[1])]
+    batch = tiny_lm.start(prompts)
+    batch.tree_step(torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]]), torch.tensor([[-1, 0, 0, 1], [-1, 0, 0, 1]]))
+    batch.commit(torch.tensor([[0, 2], [0, -1]]))  # row 0 keeps 5, 7; row 1 keeps 9
+    history = [prompts[0] + [5, 7], prompts[1] + [9]]
+    assert batch.lengths.tolist() == [len(h) for h in history]
+    out = batch.step(torch.tensor([[20, 21], [22, 23]]), all_positions=True)
+    history = [history[0] + [20, 21], history[1] + [22, 23]]
+    for row in range(2):
+        torch.testing.assert_close(out[row, -1], reference(tiny_lm, history[row]), atol=2e-5, rtol=0)
+    batch.tree_step(torch.tensor([[30], [31]]), torch.tensor([[-1], [-1]]))  # a tree grown over two calls
+    second = batch.tree_step(torch.tensor([[32, 33], [34, 35]]), torch.tensor([[0, 1], [0, 0]]))
+    torch.testing.assert_close(second[0, 1], reference(tiny_lm, history[0] + [30, 32, 33]), atol=2e-5, rtol=0)
+    torch.testing.assert_close(second[1, 1], reference(tiny_lm, history[1] + [31, 35]), atol=2e-5, rtol=0)
+    batch.commit(torch.tensor([[0, 1, 2], [0, 2, -1]]))
+    assert batch.lengths.tolist() == [len(history[0]) + 3, len(history[1]) + 2]
+
+
+def test_tree_step_bad_parents_and_crop_during_a_tree(tiny_lm):
+    batch = tiny_lm.start([tiny_lm.encode("Hi")])
+    with pytest.raises(ValueError, match="parent"):
+        batch.tree_step(torch.tensor([[5, 6]]), torch.tensor([[-1, 1]]))  # a node cannot be its own parent
+    with pytest.raises(ValueError, match="commit"):
+        batch.commit(torch.tensor([[0]]))
+    batch.tree_step(torch.tensor([[5]]), torch.tensor([[-1]]))
+    with pytest.raises(ValueError, match="commit"):
+        batch.crop(1)
