@@ -1,6 +1,7 @@
 """decoding: exact constrained, entropy-controlled and speculative decoding for Hugging Face causal LMs.
 
-Notation, everywhere: ``p`` is the target distribution, ``q`` the draft or proposal.
+Notation, everywhere: ``p`` is the target distribution, ``q`` the draft or proposal. ``dc.Chain`` is the draft
+tree shape of speculative decoding; token samplers chain with ``|`` (class ``decoding.samplers.Chain``).
 
 Example:
     >>> import decoding as dc
@@ -16,15 +17,22 @@ from decoding.generate import GenerationOutput, generate
 from decoding.kernels.random import RowStreams
 from decoding.model import KVBatch, LanguageModel, load
 from decoding.samplers import (
-    AWRS, Categorical, Chain, Greedy, Masked, MinP, Mirostat, Sample, Temperature, TokenSampler, TopH, TopK, TopP, Typical,
+    AWRS, Categorical, Greedy, Masked, MinP, Mirostat, Sample, Temperature, TokenSampler, TopH, TopK, TopP, Typical,
 )
 from decoding.samplers.smc import SMC, SMCGeneration
+from decoding.samplers.speculative.drafter import ModelDraft, vocab_trim
+from decoding.samplers.speculative.ngram import NGramDraft
+from decoding.samplers.speculative.optimal import alpha_star
+from decoding.samplers.speculative.speculative import Speculative
+from decoding.samplers.speculative.trees import Chain, DynamicTree, MultiDraft
 from decoding.vocabulary import Vocabulary
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AWRS", "Ancestral", "Categorical", "Chain", "Constraint", "DecodeTask", "Decoder", "Generation", "GenerationOutput", "Greedy", "JsonSchema",
-    "KVBatch", "LanguageModel", "Masked", "MinP", "Mirostat", "Predicate", "Regex", "RowStreams", "SMC", "SMCGeneration", "Sample", "SequenceSampler", "Stats", "Temperature",
-    "TokenConstraint", "TokenSampler", "TopH", "TopK", "TopP", "Typical", "Vocabulary", "generate", "hf", "load",
+    "AWRS", "Ancestral", "Categorical", "Chain", "Constraint", "DecodeTask", "Decoder", "DynamicTree", "Generation",
+    "GenerationOutput", "Greedy", "JsonSchema", "KVBatch", "LanguageModel", "Masked", "MinP", "Mirostat", "ModelDraft",
+    "MultiDraft", "NGramDraft", "Predicate", "Regex", "RowStreams", "SMC", "SMCGeneration", "Sample", "SequenceSampler",
+    "Speculative", "Stats", "Temperature", "TokenConstraint", "TokenSampler", "TopH", "TopK", "TopP", "Typical",
+    "Vocabulary", "alpha_star", "generate", "hf", "load", "vocab_trim",
 ]

@@ -25,6 +25,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
+from decoding.samplers import Chain as SamplerChain
 from decoding.samplers import (
     Categorical, Chain, Greedy, MinP, Mirostat, Temperature, TokenSampler, TopH, TopK, TopP, Typical,
 )
@@ -408,7 +409,7 @@ def _constrained_sampler(parser: argparse.ArgumentParser, args: argparse.Namespa
             parser.error(f"--sampler {stages[-1]!r} draws tokens itself; with a constraint, --sampler may only "
                          "transform the distribution (temperature, top_k, top_p, ...)")
         terminal = dc.Masked(constraint) if args.masked else dc.AWRS(constraint, estimator=args.estimator)
-        sampler = dc.Chain(stages + [terminal]) if stages else terminal
+        sampler = SamplerChain(stages + [terminal]) if stages else terminal
     if args.smc is not None:
         sampler = dc.SMC(sampler, particles=args.smc, ess_threshold=args.ess_threshold)
     return sampler

@@ -69,7 +69,7 @@ def test_every_registered_name_is_tested():
 
 def test_parse_chain_keeps_order_and_parameters():
     chain = parse_sampler("temperature=0.8|top_k=50|top_p=0.9")
-    assert isinstance(chain, dc.Chain)
+    assert isinstance(chain, dc.samplers.Chain)
     assert [type(s) for s in chain.stages] == [dc.Temperature, dc.TopK, dc.TopP]
     assert (chain.stages[0].temperature, chain.stages[1].k, chain.stages[2].p) == (0.8, 50, 0.9)
     ends_greedy = parse_sampler("min_p=0.1|greedy")
@@ -247,6 +247,35 @@ def test_bench_samplers_quick_writes_every_row(checkpoint, tmp_path, capsys):
     assert "B=32 overhead" in printed
     pytest.importorskip("matplotlib")
     assert (out / "samplers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_speculative_quick_writes_every_case(checkpoint, tmp_path, capsys):
+    from decoding.benchmarks import speculative as suite
+
+    out = tmp_path / "results"
+    assert main(["bench", "speculative", "--model", checkpoint, "--quick", "--out", str(out)]) == 0
+    data = json.loads((out / "speculative.json").read_text())
+    assert data["suite"] == "speculative"
+    decode = [r for r in data["rows"] if r["kind"] == "decode"]
+    names = {"plain", "HF plain"} | {f"HF PL K={k}" for k in suite.QUICK_HF_LOOKUP} | {
+        f"{family} B={b}" for b in suite.QUICK_BUDGETS for family in ("chain", "multi", "dynamic")}
+    assert {(r["case"], r["temperature"], r["group"]) for r in decode} == {
+        (n, t, g) for n in names for t in suite.TEMPERATURES for g in (suite.GROUNDED, suite.OPEN)}
+    for r in decode:
+        assert r["forwards"] >= 1 and r["tokens_per_forward"] > 0 and r["over_hf_lookup"] > 0
+        if r["temperature"] == 0:  # lossless: every case writes plain greedy's text (no near-ties on this model)
+            assert r["same_as_plain"] == r["prompts"], r["case"]
+        if r["family"] == "plain":
+            assert r["over_plain"] == 1.0 and r["tokens_per_forward"] == pytest.approx(1.0, abs=0.1)
+    accept = [r for r in data["rows"] if r["kind"] == "acceptance"]
+    assert {(r["verifier"], r["k"]) for r in accept} == {
+        (v, k) for v in suite.verifiers() for k in suite.DRAFT_COUNTS}
+    for r in accept:  # alpha* bounds every verifier (Monte Carlo: 200 draws per distribution)
+        assert 0 <= r["acceptance"] <= r["alpha_star"] + 0.1 and r["alpha_star"] <= 1 + 1e-9
+    assert data["settings"]["prompt_format"].startswith("plain text")
+    assert "chain B=6" in capsys.readouterr().out
+    pytest.importorskip("matplotlib")
+    assert (out / "speculative.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_bench_runner_helpers(capsys, monkeypatch):

@@ -1,0 +1,328 @@
+"""``dc.Speculative``: lossless speculative decoding with draft trees, on any HF causal LM, batch size >= 1.
+
+Each round, for every live row at once:
+
+1. the drafter grows a tree below the root (the last emitted token) in the shape ``tree`` asks for;
+2. ONE target forward scores the root and every node (``KVBatch.tree_step``: a 4D tree mask, per-node positions);
+3. the verifier walks the tree from the root: at each node it accepts a child or emits a token of its own and
+   stops (node verifiers, ``verify.py``), or checks a whole chain at once (block verification);
+4. the target keeps the cache entries of the root and the accepted path (``KVBatch.commit``); the emitted token
+   is the next root.
+
+Every verifier returns the target's law exactly, so the output has the law of plain decoding with ``sampler``
+(Leviathan et al., ICML 2023; Chen et al., 2023; Miao et al., ASPLOS 2024 for trees). ``sampler`` is a chain of
+stateless transforms (temperature, top-k/p, min-p, typical, top-H), optionally ending in ``Greedy()``; it is
+applied to the target at every node, and to the draft before drafting random children, so the output is exactly
+the target's transformed distribution. Stateful samplers (Mirostat, constraints) are refused: their state would
+have to follow the draft tokens before the target has judged them.
+
+Rows finish on their own (EOS inside an accepted path, stop strings, the token limit) and leave the batch; the
+others go on. Each row draws from its own random stream, so a row's output does not depend on its neighbours.
+
+Example:
+    >>> spec = dc.Speculative(draft=dc.NGramDraft(3), tree=dc.DynamicTree(budget=16), sampler=dc.Greedy())
+    >>> out = dc.generate(lm, prompts, sampler=spec, max_new_tokens=128)        # doctest: +SKIP
+    >>> out.stats.new_tokens / out.stats.forwards                                # tokens per target forward  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import torch
+
+from decoding.decode import EOS, LENGTH, REASONS, STOP, DecodeTask, Generation, SequenceSampler, _cut_at_stop
+from decoding.kernels.random import RowStreams
+from decoding.kernels.sampling import inverse_cdf
+from decoding.model import LanguageModel
+from decoding.samplers.base import Categorical, Chain as SamplerChain, TokenSampler
+from decoding.samplers.greedy import Greedy
+from decoding.samplers.speculative.block import BlockVerifier
+from decoding.samplers.speculative.drafter import Drafter, ModelDraft
+from decoding.samplers.speculative.greedy_multi_draft import GreedyMultiDraft
+from decoding.samplers.speculative.rrs import RRS, TopKVerifier
+from decoding.samplers.speculative.spectr import SpecTr
+from decoding.samplers.speculative.trees import Chain, DraftTree, TreeShape
+from decoding.samplers.speculative.verify import NodeVerifier, decide
+
+VERIFIERS = {
+    "chain": lambda: RRS(replacement=True),  # speculative sampling: RRS with one child per node
+    "rrs": lambda: RRS(replacement=True),
+    "rrs_without_replacement": lambda: RRS(replacement=False),
+    "topk": TopKVerifier,
+    "spectr": SpecTr,
+    "greedy": GreedyMultiDraft,
+    "block": BlockVerifier,
+}
+DEFAULT_VERIFIER = {"iid": "rrs", "without_replacement": "rrs_without_replacement", "deterministic": "topk",
+                    "greedy": "greedy"}
+
+
+class Speculative(SequenceSampler):
+    """Speculative decoding: a drafter proposes a token tree, the target verifies it in one forward, losslessly.
+
+    Args:
+        draft: a ``Drafter`` (``dc.NGramDraft(3)``, ``dc.ModelDraft(lm)``) or a ``LanguageModel`` sharing the
+            target's tokenizer (wrapped in ``ModelDraft``).
+        tree: a tree shape: ``dc.Chain(k)``, ``dc.MultiDraft(k, depth, draws)``, ``dc.DynamicTree(budget, ...)``.
+        verify: a verifier or its name: "chain"/"rrs" (recursive rejection sampling; speculative sampling on a
+            chain), "rrs_without_replacement", "topk", "spectr", "greedy" (Hu et al.'s multi-draft verifier),
+            "block" (block verification, chains only). Default: the one made for the tree's draft law.
+        sampler: stateless token transforms (``dc.Temperature(0.7) | dc.TopP(0.9)``), optionally ending in
+            ``dc.Greedy()``; default ``dc.Temperature(1.0)``.
+
+    Example:
+        >>> spec = dc.Speculative(dc.NGramDraft(3), dc.Chain(8), sampler=dc.Greedy())
+    """
+
+    def __init__(self, draft: Drafter | LanguageModel, tree: TreeShape | None = None,
+                 verify: NodeVerifier | BlockVerifier | str | None = None, sampler: TokenSampler | None = None):
+        self.draft = ModelDraft(draft) if isinstance(draft, LanguageModel) else draft
+        if not isinstance(self.draft, Drafter):
+            raise TypeError(f"draft: expected a drafter (dc.NGramDraft, dc.ModelDraft) or a dc.LanguageModel, "
+                            f"got {type(draft).__name__}")
+        self.tree = Chain(4) if tree is None else tree
+        if not isinstance(self.tree, TreeShape):
+            raise TypeError(f"tree: expected dc.Chain, dc.MultiDraft or dc.DynamicTree, got {type(tree).__name__}")
+        self.verify = _verifier(verify, self.tree)
+        self.sampler = _stateless(sampler)
+
+    def run(self, lm: LanguageModel, task: DecodeTask) -> list[Generation]:
+        drafter = self.draft.bind(lm)
+        return _Run(self, drafter, lm, task).generations()
+
+    def __repr__(self) -> str:
+        return f"Speculative(draft={self.draft!r}, tree={self.tree!r}, verify={self.verify!r}, sampler={self.sampler!r})"
+
+
+def _verifier(verify, tree: TreeShape):
+    if verify is None:
+        verify = DEFAULT_VERIFIER[tree.law]
+    if isinstance(verify, str):
+        if verify not in VERIFIERS:
+            raise ValueError(f"verify: unknown verifier {verify!r}; choose one of {sorted(VERIFIERS)}")
+        verify = VERIFIERS[verify]()
+    if isinstance(verify, BlockVerifier):
+        if not (isinstance(tree, Chain) or (getattr(tree, "k", 0) == 1 and tree.law == "iid")):
+            raise ValueError(f"verify: block verification checks one chain; use tree=dc.Chain(k), not {tree!r}")
+        return verify
+    if not isinstance(verify, NodeVerifier):
+        raise TypeError(f"verify: expected a verifier or its name, got {type(verify).__name__}")
+    if verify.drafts != tree.law:
+        raise ValueError(f"verify: {verify!r} needs children drawn {verify.drafts!r}, but {tree!r} draws them "
+                         f"{tree.law!r}; pass verify={DEFAULT_VERIFIER[tree.law]!r} or a matching tree")
+    return verify
+
+
+def _stateless(sampler: TokenSampler | None) -> SamplerChain:
+    from decoding.samplers.temperature import Temperature
+
+    sampler = Temperature(1.0) if sampler is None else sampler
+    if not isinstance(sampler, TokenSampler):
+        raise TypeError(f"sampler: expected a token sampler, got {type(sampler).__name__}")
+    chain = SamplerChain(sampler.stages)
+    for stage in chain._run:
+        if stage.stateful:
+            raise ValueError(f"sampler: {stage!r} keeps per-sequence state, which speculative decoding cannot "
+                             "follow through draft tokens the target may reject; use stateless transforms "
+                             "(Temperature, TopK, TopP, MinP, Typical, TopH), optionally ending in Greedy()")
+        if stage.terminal and not isinstance(stage, (Greedy, Categorical)):
+            raise ValueError(f"sampler: {stage!r} draws tokens itself; speculative decoding draws from the "
+                             "transformed target, so end the chain with Greedy() or nothing")
+    return chain
+
+
+class _Bound:
+    """A drafter with its state, as tree shapes see it."""
+
+    def __init__(self, drafter: Drafter, state):
+        self.drafter, self.state = drafter, state
+
+    def expand(self, tree: DraftTree, nodes: torch.Tensor) -> torch.Tensor:
+        return self.drafter.expand(self.state, tree, nodes)
+
+    def top(self, tree: DraftTree, nodes: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.drafter.top(self.state, tree, nodes, k)
+
+
+class _Run:
+    """One ``generate`` call: the live rows, their outputs so far, the target's cache and the drafter's state."""
+
+    def __init__(self, spec: Speculative, drafter: Drafter, lm: LanguageModel, task: DecodeTask):
+        self.spec, self.drafter, self.lm, self.task = spec, drafter, lm, task
+        n = len(task.prompts)
+        self.batch = lm.start(task.prompts)
+        device = self.batch.logprobs.device
+        self.streams = RowStreams.from_seed(task.seed, n)
+        self.rng = self.streams.select(torch.arange(n))
+        self.rows = torch.arange(n, device=device)
+        width = task.max_new_tokens + spec.tree.capacity + 1
+        self.tokens = torch.zeros((n, width), dtype=torch.long, device=device)
+        self.n_tokens = torch.zeros(n, dtype=torch.long, device=device)
+        self.logprob = torch.zeros(n, dtype=torch.float64, device=device)
+        self.reason = torch.zeros(n, dtype=torch.long, device=device)
+        self.counters = {name: torch.zeros(n, dtype=torch.float64, device=device)
+                         for name in ("rounds", "draft_tokens", "accepted_tokens")}
+        self._eos = torch.tensor(lm.eos_token_ids, device=device)
+        self._stop = None
+        if task.stop:
+            from decoding.decode import _StopMatcher
+
+            self._stop = _StopMatcher(task.stop, lm, n)
+
+    def law(self, logprobs: torch.Tensor) -> torch.Tensor:
+        """The sampler's law of raw log-probs [R, V] (the same transform for target and draft)."""
+        return self.spec.sampler.law(logprobs, None)
+
+    def generations(self) -> list[Generation]:
+        if self.task.max_new_tokens == 0:
+            self._retire(torch.full_like(self.rows, LENGTH))
+        else:
+            self._first_token()
+        while self.rows.numel():
+            self._round()
+        return self._results()
+
+    def _first_token(self) -> None:
+        """The prefill's distribution gives the first token; it becomes the first root."""
+        raw = self.batch.logprobs
+        token = inverse_cdf(self.law(raw), self.rng.uniform(device=raw.device))
+        self._emit(token[:, None], torch.ones_like(token), raw.gather(1, token[:, None]).double())
+        if self.rows.numel():
+            contexts = [list(self.task.prompts[r]) + [int(t)] for r, t in zip(self.rows.tolist(), self._roots().tolist())]
+            self.state = self.drafter.start(contexts, self.lm.vocab_size, raw.device)
+
+    def _roots(self) -> torch.Tensor:
+        return self.tokens[self.rows, self.n_tokens[self.rows] - 1]
+
+    def _round(self) -> None:
+        spec = self.spec
+        tree = DraftTree(self._roots(), spec.tree.capacity)
+        spec.tree.grow(tree, _Bound(self.drafter, self.state), self.law, self.rng)
+        tree.subset(tree.valid)  # padding out: the target sees only real nodes (B = 1: none at all)
+        raw = self.batch.tree_step(tree.tokens[:, : tree.size], tree.parent[:, : tree.size], tree.valid[:, : tree.size])
+        if isinstance(spec.verify, BlockVerifier):
+            path, final, lps = self._verify_chain(tree, raw)
+        else:
+            path, final, lps = self._walk(tree, raw)
+        root = torch.zeros_like(final)[:, None]
+        self.batch.commit(torch.cat([root, path], 1))
+        accepted = (path >= 0).sum(1)
+        self._count("rounds", torch.ones_like(accepted))
+        self._count("draft_tokens", tree.valid[:, 1 : tree.size].sum(1))
+        self._count("accepted_tokens", accepted)
+        self.drafter.extend(self.state, tree, path, final)
+        emitted = torch.cat([tree.tokens.gather(1, path.clamp_min(0)), final[:, None]], 1)
+        emitted.scatter_(1, accepted[:, None], final[:, None])  # the accepted path, then the target's own token
+        self._emit(emitted, accepted + 1, lps)
+
+    def _walk(self, tree: DraftTree, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Node-by-node verification: the accepted path [B, D] (-1 padded), the emitted token [B] and the raw
+        log-probs of every emitted token [B, D + 1] (accepted ones first)."""
+        b, device = tree.batch_size, raw.device
+        children = tree.children()
+        depth = int(tree.depth[:, : tree.size].max()) + 1
+        path = torch.full((b, depth), -1, dtype=torch.long, device=device)
+        lps = torch.zeros((b, depth + 1), dtype=torch.float64, device=device)
+        final = torch.zeros(b, dtype=torch.long, device=device)
+        node = torch.zeros(b, dtype=torch.long, device=device)
+        active = torch.arange(b, device=device)
+        for step in range(depth + 1):  # one level of the tree per pass, every active row at once
+            if active.numel() == 0:
+                break
+            here = node[active]
+            kids = children[active, here]
+            kid_tokens = torch.where(kids >= 0, tree.tokens[active[:, None], kids.clamp_min(0)], -1)
+            p = self.law(raw[active, here]).exp()
+            q = p if tree.logq is None else tree.logq[active, here].exp()
+            u = self.rng.uniform(kids.shape[1] + 1, device=device, rows=active.cpu().numpy())
+            choice, token = decide(self.spec.verify.law(p, q, kid_tokens), kid_tokens, u)
+            lps[active, step] = raw[active, here].gather(1, token[:, None])[:, 0].double()
+            took = choice >= 0
+            nxt = kids.gather(1, choice.clamp_min(0)[:, None])[:, 0]
+            if step < depth:
+                path[active[took], step] = nxt[took]
+            node[active[took]] = nxt[took]
+            final[active[~took]] = token[~took]
+            active = active[took]
+        return path, final, lps
+
+    def _verify_chain(self, tree: DraftTree, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Block verification of a chain: nodes 0..g in order (padding at the end of short rows)."""
+        b, g = tree.batch_size, tree.size - 1
+        device = raw.device
+        p = self.law(raw.reshape(b * (g + 1), -1)).exp().reshape(b, g + 1, -1)
+        q = tree.logq[:, :g].exp() if g else p[:, :0]
+        drafts = torch.where(tree.valid[:, 1 : g + 1], tree.tokens[:, 1 : g + 1], -1)
+        h, residual = self.spec.verify.law(p, q, drafts)
+        tau, token = self.spec.verify.decide(h, residual, self.rng.uniform(g + 2, device=device))
+        steps = torch.arange(g + 1, device=device)
+        path = torch.where(steps[None, :g] < tau[:, None], steps[None, 1:].expand(b, g), -1)
+        nxt = torch.cat([drafts, torch.zeros_like(token[:, None])], 1).clamp_min(0)
+        nxt.scatter_(1, tau[:, None], token[:, None])
+        lps = raw.gather(2, nxt[..., None])[..., 0].double()
+        return path, token, lps
+
+    def _count(self, name: str, value: torch.Tensor) -> None:
+        self.counters[name].index_add_(0, self.rows, value.to(torch.float64))
+
+    def _emit(self, tokens: torch.Tensor, count: torch.Tensor, lps: torch.Tensor) -> None:
+        """Append each live row's ``count`` first ``tokens`` ([R, W]), cut at EOS, a stop string or the token
+        limit, and retire the rows that ended."""
+        rows, width = self.rows, tokens.shape[1]
+        col = torch.arange(width, device=tokens.device)
+        is_eos = torch.isin(tokens, self._eos) & (col < count[:, None])
+        first_eos = torch.where(is_eos, col, width).min(1).values
+        reason = torch.where(first_eos < width, EOS, 0)
+        count = torch.minimum(count, first_eos + 1)
+        room = self.task.max_new_tokens - self.n_tokens[rows]
+        reason = torch.where(count > room, LENGTH, reason)  # an EOS past the limit is cut away
+        count = torch.minimum(count, room)
+        reason = torch.where((count == room) & (reason == 0), LENGTH, reason)
+        if self._stop is not None or self.task.on_token is not None:
+            count, reason = self._host(tokens, count, reason)
+        keep = col < count[:, None]
+        pos = (self.n_tokens[rows][:, None] + col).clamp_max(self.tokens.shape[1] - 1)
+        r2 = rows[:, None].expand_as(pos)
+        self.tokens[r2[keep], pos[keep]] = tokens[keep]
+        self.n_tokens.index_add_(0, rows, count)
+        self.logprob.index_add_(0, rows, torch.where(keep, lps, 0.0).sum(1))
+        self._retire(reason)
+
+    def _host(self, tokens: torch.Tensor, count: torch.Tensor, reason: torch.Tensor):
+        """Stop strings and streaming: host work token by token, only when asked for."""
+        count_h, reason_h = count.tolist(), reason.tolist()
+        for i, (r, row_tokens) in enumerate(zip(self.rows.tolist(), tokens.tolist())):  # host text, as Decoder does
+            for j, t in enumerate(row_tokens[: count_h[i]]):
+                if self.task.on_token is not None:
+                    self.task.on_token(r, t)
+                if self._stop is not None and bool(self._stop.feed([r], [t])[0]):
+                    count_h[i], reason_h[i] = j + 1, STOP
+                    break
+        return torch.tensor(count_h, device=count.device), torch.tensor(reason_h, device=reason.device)
+
+    def _retire(self, reason: torch.Tensor) -> None:
+        ended = reason > 0
+        if not bool(ended.any()):
+            return
+        self.reason[self.rows] = reason
+        live = (~ended).nonzero()[:, 0]
+        self.rows = self.rows[live]
+        if live.numel() == 0:
+            return
+        self.batch.reorder(live)
+        self.rng = self.rng.select(live.cpu())
+        if hasattr(self, "state"):
+            self.state = self.drafter.select(self.state, live)
+
+    def _results(self) -> list[Generation]:
+        counts, tokens = self.n_tokens.tolist(), self.tokens.tolist()
+        reasons, logprob = self.reason.tolist(), self.logprob.tolist()
+        out = []
+        for i, n in enumerate(counts):  # once per sequence, at the end
+            ids = tokens[i][:n]
+            reason = reasons[i] or LENGTH
+            text = self.lm.decode(ids) if self.lm.tokenizer is not None else ""
+            if reason == STOP:
+                text = _cut_at_stop(text, self.task.stop)
+            counters = {name: float(total[i]) for name, total in self.counters.items()}
+            out.append(Generation(text, ids, logprob[i], 0.0, reason in (EOS, STOP), REASONS[reason], counters))
+        return out
