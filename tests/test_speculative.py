@@ -6,7 +6,7 @@ Three levels of proof:
   shape can draw is enumerated with its probability, each node's verifier law is integrated exactly, and the
   resulting law of the first depth + 1 tokens equals the target's, to 1e-9;
 - chi-square through the whole pipeline (drafting, one tree forward with a 4D mask, the walk, KV commit, several
-  rounds): 20,000 rows of one prompt decoded in one batch at seed 0 against the exact law of 3-token outputs;
+  rounds): 10,000 rows of one prompt decoded in one batch at seed 0 against the exact law of 3-token outputs;
 - greedy speculative output equals greedy plain output token for token, on tiny models and on the default model.
 """
 
@@ -194,7 +194,7 @@ def test_block_verification_enumerated_gives_the_target_law(target, draft, g):
 
 # --- the pipeline, by chi-square ------------------------------------------------------------------------------
 
-ROWS = 20_000
+ROWS = 10_000
 SHAPES = [
     ("chain-rrs", lambda d: dc.Speculative(d, dc.Chain(3))),
     ("chain-block", lambda d: dc.Speculative(d, dc.Chain(3), verify="block")),
@@ -224,7 +224,7 @@ def chi_square_p(counts: dict, law: dict, n: int) -> float:
 
 @pytest.mark.parametrize("name,make", SHAPES, ids=[s[0] for s in SHAPES])
 def test_pipeline_output_has_the_target_law(target, draft, name, make):
-    """20,000 rows of one prompt in one batch, seed 0, 3 new tokens, model draft: chi-square p > 0.001."""
+    """10,000 rows of one prompt in one batch, seed 0, 3 new tokens, model draft: chi-square p > 0.001."""
     spec = make(dc.ModelDraft(draft))
     prompt = (0, 1, 2)
     out = spec.run(target, dc.DecodeTask([list(prompt)] * ROWS, max_new_tokens=3, seed=0))
@@ -341,9 +341,9 @@ def test_a_draft_with_another_vocabulary_is_refused_before_decoding(gemma_lm, ll
 def test_default_model_greedy_speculative_equals_plain(gemma):
     prompts = ['Repeat this JSON exactly: {"name": "Ada Lovelace", "born": 1815, "field": "mathematics"}\n',
                "The three primary colours are"]
-    plain = dc.generate(gemma, prompts, dc.Greedy(), max_new_tokens=40)
+    plain = dc.generate(gemma, prompts, dc.Greedy(), max_new_tokens=24)
     for tree in (dc.Chain(8), dc.DynamicTree(budget=16, max_depth=12, top_k=4)):
         out = dc.generate(gemma, prompts, dc.Speculative(dc.NGramDraft(3), tree, sampler=dc.Greedy()),
-                          max_new_tokens=40)
+                          max_new_tokens=24)
         assert [o.token_ids for o in out] == [o.token_ids for o in plain]
         assert out.stats.forwards < plain.stats.forwards

@@ -23,8 +23,7 @@ from __future__ import annotations
 import torch
 
 from decoding.kernels.sampling import inverse_cdf
-from decoding.samplers.speculative.rrs import as_law, token_probs
-from decoding.samplers.speculative.verify import accept_ratio, normalize
+from decoding.samplers.speculative.verify import accept_ratio, as_law, normalize, token_probs
 
 
 class BlockVerifier:
@@ -68,12 +67,11 @@ class BlockVerifier:
         residuals.append(p[:, g])
         w, s = torch.stack(ws, dim=-1), torch.stack(masses, dim=-1)  # [R, g+1], [R, g]
         den = s + 1.0 - w[:, :g]
-        h = torch.cat([torch.where(den > 0, s / torch.where(den > 0, den, torch.ones_like(den)), torch.ones_like(s)),
-                       w[:, g:]], dim=-1)  # [R, g+1] as if every chain had length g
+        inner = torch.where(den > 0, s / torch.where(den > 0, den, torch.ones_like(den)), torch.ones_like(s))
+        inner = torch.nn.functional.pad(inner.clamp(0.0, 1.0), (0, 1))  # [R, g+1]; rounding can pass 1 at w = 1
         pos = torch.arange(g + 1, device=drafts.device)[None, :]
-        h = torch.where(pos < length, h, torch.where(pos == length, w.gather(1, length), torch.zeros_like(h)))
-        h = h.clamp(0.0, 1.0)  # s / (s + 1 - w) can round above 1 when w is 1 - ulp
-        h[:, 0] = 1.0
+        h = torch.where(pos == length, w.gather(1, length), torch.where(pos < length, inner, torch.zeros_like(inner)))
+        h[:, 0] = 1.0  # h_0 = 1 (= w_0 when the chain is empty)
         residual = torch.stack(residuals, dim=1)  # [R, g+1, V]
         residual = torch.where((pos >= length)[:, :, None], p, residual)  # at the end: the target after the last draft
         return h, residual
