@@ -35,6 +35,7 @@ SUITES: dict[str, str] = {
     "constraints": "decoding.benchmarks.constraints",
     "awrs": "decoding.benchmarks.awrs",
     "smc": "decoding.benchmarks.smc",
+    "speculative": "decoding.benchmarks.speculative",
 }
 
 DEFAULT_OUT = "bench-results"
