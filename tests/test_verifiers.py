@@ -14,6 +14,8 @@ Every node verifier claims to emit a token distributed as the target p whatever 
 
 from __future__ import annotations
 
+import doctest
+import importlib
 import itertools
 
 import numpy as np
@@ -563,3 +565,10 @@ def test_spectr_rho_is_feasible_and_reduces_to_chain():
     chain = SpeculativeSampling().law(p, q, torch.tensor([[3]]))
     torch.testing.assert_close(law.accept, chain.accept)
     torch.testing.assert_close(law.residual, chain.residual)
+
+
+@pytest.mark.parametrize("module", ["verify", "rrs", "spectr", "greedy_multi_draft", "drafting", "block", "optimal"])
+def test_docstring_examples(module):
+    mod = importlib.import_module(f"decoding.samplers.speculative.{module}")
+    result = doctest.testmod(mod, extraglobs={"torch": torch})
+    assert result.attempted > 0 and result.failed == 0

@@ -16,8 +16,16 @@ from __future__ import annotations
 
 import torch
 
-from decoding.samplers.speculative.rrs import as_law, check_node_inputs, token_probs
-from decoding.samplers.speculative.verify import NodeLaw, NodeVerifier, accept_ratio, normalize, token_mask
+from decoding.samplers.speculative.verify import (
+    NodeLaw,
+    NodeVerifier,
+    accept_ratio,
+    as_law,
+    check_node_inputs,
+    normalize,
+    token_mask,
+    token_probs,
+)
 
 
 class GreedyMultiDraft(NodeVerifier):

@@ -25,28 +25,16 @@ from __future__ import annotations
 
 import torch
 
-from decoding.samplers.speculative.verify import NodeLaw, NodeVerifier, accept_ratio, normalize, token_mask
-
-
-def check_node_inputs(p: torch.Tensor, q: torch.Tensor | None, children: torch.Tensor) -> None:
-    """Raise ValueError unless p [R, V], q [R, V] (or None) and children [R, K] agree."""
-    if p.dim() != 2:
-        raise ValueError(f"p: expected shape [R, V], got {tuple(p.shape)}")
-    if q is not None and q.shape != p.shape:
-        raise ValueError(f"q: expected the shape of p {tuple(p.shape)}, got {tuple(q.shape)}")
-    if children.dim() != 2 or children.shape[0] != p.shape[0]:
-        raise ValueError(f"children: expected shape [{p.shape[0]}, K], got {tuple(children.shape)}")
-
-
-def as_law(w: torch.Tensor) -> torch.Tensor:
-    """Rows of non-negative weights normalised (a zero row stays zero). [R, V] -> [R, V]"""
-    return normalize(w, torch.zeros_like(w))
-
-
-def token_probs(dist: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """``dist[r, tokens[r]]``, 0 for absent tokens (-1). [R, V], [R] -> [R]"""
-    got = dist.gather(1, tokens.clamp_min(0)[:, None])[:, 0]
-    return torch.where(tokens >= 0, got, torch.zeros_like(got))
+from decoding.samplers.speculative.verify import (
+    NodeLaw,
+    NodeVerifier,
+    accept_ratio,
+    as_law,
+    check_node_inputs,
+    normalize,
+    token_mask,
+    token_probs,
+)
 
 
 def rrs_law(p: torch.Tensor, q: torch.Tensor, children: torch.Tensor, replacement: bool) -> NodeLaw:

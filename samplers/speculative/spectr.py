@@ -18,8 +18,15 @@ from __future__ import annotations
 
 import torch
 
-from decoding.samplers.speculative.rrs import as_law, check_node_inputs, token_probs
-from decoding.samplers.speculative.verify import NodeLaw, NodeVerifier, accept_ratio, normalize
+from decoding.samplers.speculative.verify import (
+    NodeLaw,
+    NodeVerifier,
+    accept_ratio,
+    as_law,
+    check_node_inputs,
+    normalize,
+    token_probs,
+)
 
 
 def spectr_gamma(beta: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

@@ -52,6 +52,9 @@ class NodeVerifier:
         return f"{type(self).__name__}()"
 
 
+# The arithmetic the verifiers share; every function works row-wise on [R, ...] tensors and never in place.
+
+
 def accept_ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     """``min(1, num / den)`` elementwise, with x / 0 = 1 for x > 0 and 0 / 0 = 0 (never NaN).
 
@@ -126,3 +129,24 @@ def token_mask(tokens: torch.Tensor, vocab: int) -> torch.Tensor:
     spare = torch.where(tokens >= 0, tokens, vocab)  # -1 writes to a spare column, dropped after
     out = torch.zeros((tokens.shape[0], vocab + 1), dtype=torch.bool, device=tokens.device)
     return out.scatter(1, spare, True)[:, :vocab]
+
+
+def check_node_inputs(p: torch.Tensor, q: torch.Tensor | None, children: torch.Tensor) -> None:
+    """Raise ValueError unless p [R, V], q [R, V] (or None) and children [R, K] agree."""
+    if p.dim() != 2:
+        raise ValueError(f"p: expected shape [R, V], got {tuple(p.shape)}")
+    if q is not None and q.shape != p.shape:
+        raise ValueError(f"q: expected the shape of p {tuple(p.shape)}, got {tuple(q.shape)}")
+    if children.dim() != 2 or children.shape[0] != p.shape[0]:
+        raise ValueError(f"children: expected shape [{p.shape[0]}, K], got {tuple(children.shape)}")
+
+
+def as_law(w: torch.Tensor) -> torch.Tensor:
+    """Rows of non-negative weights normalised (a zero row stays zero). [R, V] -> [R, V]"""
+    return normalize(w, torch.zeros_like(w))
+
+
+def token_probs(dist: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """``dist[r, tokens[r]]``, 0 for absent tokens (-1). [R, V], [R] -> [R]"""
+    got = dist.gather(1, tokens.clamp_min(0)[:, None])[:, 0]
+    return torch.where(tokens >= 0, got, torch.zeros_like(got))
