@@ -230,21 +230,28 @@ class Decoder:
 
     def results(self) -> list[Generation]:
         """One Generation per prompt, in prompt order."""
-        counts = self.n_tokens.tolist()
-        tokens = self.tokens.tolist()
-        reasons = self.reason.tolist()
-        logprob, log_weight = self.logprob.tolist(), self.log_weight.tolist()
-        out = []
-        for i, n in enumerate(counts):  # once per sequence, at the end
-            ids = tokens[i][:n]
-            reason = reasons[i] or LENGTH
-            text = self.lm.decode(ids) if self.lm.tokenizer is not None else ""
-            if reason == STOP:
-                text = _cut_at_stop(text, self.task.stop)
-            counters = {name: float(total[i]) for name, total in self.counters.items()}
-            out.append(Generation(text, ids, logprob[i], log_weight[i], reason in (EOS, STOP), REASONS[reason],
-                                  counters))
-        return out
+        return make_generations(self.lm, self.task, self.tokens, self.n_tokens, self.logprob, self.log_weight,
+                                self.reason, self.counters)
+
+
+def make_generations(lm: LanguageModel, task: DecodeTask, tokens: torch.Tensor, n_tokens: torch.Tensor,
+                     logprob: torch.Tensor, log_weight: torch.Tensor, reason: torch.Tensor,
+                     counters: dict[str, torch.Tensor]) -> list[Generation]:
+    """One Generation per row from a decode loop's per-row buffers (tokens [B, W], counts, sums, end reasons and
+    work counters), with texts decoded and cut at stop strings."""
+    counts, ids_all, reasons = n_tokens.tolist(), tokens.tolist(), reason.tolist()
+    logprob_h, log_weight_h = logprob.tolist(), log_weight.tolist()
+    out = []
+    for i, n in enumerate(counts):  # once per sequence, at the end
+        ids = ids_all[i][:n]
+        why = reasons[i] or LENGTH
+        text = lm.decode(ids) if lm.tokenizer is not None else ""
+        if why == STOP:
+            text = _cut_at_stop(text, task.stop)
+        row_counters = {name: float(total[i]) for name, total in counters.items()}
+        out.append(Generation(text, ids, logprob_h[i], log_weight_h[i], why in (EOS, STOP), REASONS[why],
+                              row_counters))
+    return out
 
 
 class _StopMatcher:

@@ -195,8 +195,7 @@ def _trimmed(lm: LanguageModel, keep: torch.Tensor) -> LanguageModel:
         if head.bias is not None:
             small.bias.copy_(head.bias[keep.to(head.weight.device)])
     model.set_output_embeddings(small)
-    trimmed = LanguageModel(model, None, eos_token_ids=lm.eos_token_ids)
-    return trimmed
+    return LanguageModel(model, None, eos_token_ids=lm.eos_token_ids)
 
 
 def vocab_trim(lm: LanguageModel, texts: Sequence[str], size: int) -> torch.Tensor:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from decoding.decode import EOS, LENGTH, REASONS, STOP, DecodeTask, Generation, SequenceSampler, _cut_at_stop
+from decoding.decode import EOS, LENGTH, STOP, DecodeTask, Generation, SequenceSampler, _StopMatcher, make_generations
 from decoding.kernels.random import RowStreams
 from decoding.kernels.sampling import inverse_cdf
 from decoding.model import LanguageModel
@@ -40,7 +40,7 @@ from decoding.samplers.speculative.drafter import Drafter, ModelDraft
 from decoding.samplers.speculative.greedy_multi_draft import GreedyMultiDraft
 from decoding.samplers.speculative.rrs import RRS, TopKVerifier
 from decoding.samplers.speculative.spectr import SpecTr
-from decoding.samplers.speculative.trees import Chain, DraftTree, TreeShape
+from decoding.samplers.speculative.trees import Chain, DraftTree, MultiDraft, TreeShape
 from decoding.samplers.speculative.verify import NodeVerifier, decide
 
 VERIFIERS = {
@@ -101,7 +101,7 @@ def _verifier(verify, tree: TreeShape):
             raise ValueError(f"verify: unknown verifier {verify!r}; choose one of {sorted(VERIFIERS)}")
         verify = VERIFIERS[verify]()
     if isinstance(verify, BlockVerifier):
-        if not (isinstance(tree, Chain) or (getattr(tree, "k", 0) == 1 and tree.law == "iid")):
+        if not (isinstance(tree, MultiDraft) and tree.k == 1 and tree.draws == "iid"):
             raise ValueError(f"verify: block verification checks one chain; use tree=dc.Chain(k), not {tree!r}")
         return verify
     if not isinstance(verify, NodeVerifier):
@@ -162,11 +162,7 @@ class _Run:
         self.counters = {name: torch.zeros(n, dtype=torch.float64, device=device)
                          for name in ("rounds", "draft_tokens", "accepted_tokens")}
         self._eos = torch.tensor(lm.eos_token_ids, device=device)
-        self._stop = None
-        if task.stop:
-            from decoding.decode import _StopMatcher
-
-            self._stop = _StopMatcher(task.stop, lm, n)
+        self._stop = _StopMatcher(task.stop, lm, n) if task.stop else None
 
     def law(self, logprobs: torch.Tensor) -> torch.Tensor:
         """The sampler's law of raw log-probs [R, V] (the same transform for target and draft)."""
@@ -314,15 +310,5 @@ class _Run:
             self.state = self.drafter.select(self.state, live)
 
     def _results(self) -> list[Generation]:
-        counts, tokens = self.n_tokens.tolist(), self.tokens.tolist()
-        reasons, logprob = self.reason.tolist(), self.logprob.tolist()
-        out = []
-        for i, n in enumerate(counts):  # once per sequence, at the end
-            ids = tokens[i][:n]
-            reason = reasons[i] or LENGTH
-            text = self.lm.decode(ids) if self.lm.tokenizer is not None else ""
-            if reason == STOP:
-                text = _cut_at_stop(text, self.task.stop)
-            counters = {name: float(total[i]) for name, total in self.counters.items()}
-            out.append(Generation(text, ids, logprob[i], 0.0, reason in (EOS, STOP), REASONS[reason], counters))
-        return out
+        return make_generations(self.lm, self.task, self.tokens, self.n_tokens, self.logprob,
+                                torch.zeros_like(self.logprob), self.reason, self.counters)
