@@ -11,7 +11,7 @@ template when it has one, else as plain text (the default model's tokenizer has 
 - ``plain``: ``dc.generate`` with the sampler alone, one target forward per token: the baseline;
 - ``HF plain`` and ``HF PL K=k``: ``model.generate`` of transformers, without and with prompt lookup
   (``prompt_lookup_num_tokens=k``, its default ``max_matching_ngram_size``); HF's figure is its best k;
-- ``chain B``, ``multi B``, ``dynamic B``: ``dc.Speculative(dc.NGramDraft(3), tree)`` at an equal draft budget of
+- ``chain B``, ``multi B``, ``dynamic B``: ``dc.Speculative(dc.NGramDraft(8), tree)`` at an equal draft budget of
   B nodes per round: ``dc.Chain(B)``, ``dc.MultiDraft(2, depth, "deterministic")`` (a full binary tree of the
   draft's top-2 tokens, 2 + 4 + ... + 2^depth = B nodes) and ``dc.DynamicTree(budget=B, max_depth=B, top_k=4)``.
 
@@ -48,7 +48,7 @@ import torch
 from decoding.bench import BenchConfig, Report, load_model, progress_bar
 
 DESCRIPTION = (
-    "Speculative decoding with the n-gram draft (dc.NGramDraft(3)) on input-grounded and open-ended prompts at T=0 "
+    "Speculative decoding with the n-gram draft (dc.NGramDraft(8)) on input-grounded and open-ended prompts at T=0 "
     "and T=1, batch 1: tokens per target forward and tokens/s against plain decoding and against transformers' "
     "prompt lookup (best k) in the same run, for chain, multi-draft and dynamic trees at equal draft budgets; and "
     "each multi-draft verifier's acceptance against the optimal alpha* on real next-token distributions of the "
@@ -56,7 +56,7 @@ DESCRIPTION = (
 )
 
 GROUNDED, OPEN = "input-grounded", "open-ended"
-NGRAM = 3
+NGRAM = 8  # the longest suffix looked up: a long match follows one copy source, as prompt lookup does
 MAX_NEW_TOKENS, QUICK_MAX_NEW_TOKENS = 96, 16
 REPEATS = 1  # timed runs per case and prompt; every figure is summed over a group's prompts
 BUDGETS, QUICK_BUDGETS = (14, 30), (6,)  # a full binary tree of depth d has 2^(d+1) - 2 nodes: 6, 14, 30

@@ -17,9 +17,11 @@ from decoding.samplers.speculative.ngram import NGramDraft
 INF = float("inf")
 
 
-def reference_ranking(context: list[int], n: int, max_followers: int | None = None) -> list[tuple[int, float]]:
-    """Brute force: (token, q) best first, for the longest suffix (<= n) that occurred before with a follower."""
-    for k in range(min(n, len(context)), 0, -1):
+def reference_ranking(context: list[int], n: int, max_followers: int | None = None,
+                      min_n: int = 1) -> list[tuple[int, float]]:
+    """Brute force: (token, q) best first, for the longest suffix (min_n <= length <= n) that occurred before with
+    a follower."""
+    for k in range(min(n, len(context)), min_n - 1, -1):
         suffix = context[len(context) - k:]
         starts = [i for i in range(len(context) - k) if context[i:i + k] == suffix]
         if starts:
@@ -32,9 +34,10 @@ def reference_ranking(context: list[int], n: int, max_followers: int | None = No
     return []
 
 
-def reference_logq(context: list[int], n: int, vocab_size: int, max_followers: int | None = None) -> np.ndarray:
+def reference_logq(context: list[int], n: int, vocab_size: int, max_followers: int | None = None,
+                   min_n: int = 1) -> np.ndarray:
     out = np.full(vocab_size, -INF)
-    for t, q in reference_ranking(context, n, max_followers):
+    for t, q in reference_ranking(context, n, max_followers, min_n):
         out[t] = math.log(q)
     return out
 
@@ -142,10 +145,11 @@ def test_matches_reference_on_random_histories(seed):
         n = rng.randint(1, 4)
         vocab = rng.randint(2, 8)
         max_followers = rng.choice([None, None, 1, 2, 3])
+        min_n = rng.choice([1, 1, rng.randint(1, n)])
         B, F, D = rng.randint(1, 3), rng.randint(1, 12), rng.randint(0, 6)
         histories = [[rng.randrange(vocab) for _ in range(rng.randint(0, 200))] for _ in range(B)]
         ragged = [[[rng.randrange(vocab) for _ in range(rng.randint(0, D))] for _ in range(F)] for _ in range(B)]
-        draft = NGramDraft(n, max_followers)
+        draft = NGramDraft(n, max_followers, min_n)
         state = draft.start(histories, vocab, "cpu")
         paths, lengths = pad(ragged)
         logq = draft.dense(state, paths, lengths)
@@ -153,9 +157,9 @@ def test_matches_reference_on_random_histories(seed):
         for b in range(B):
             for f in range(F):
                 context = histories[b] + ragged[b][f]
-                np.testing.assert_allclose(logq[b, f].numpy(), reference_logq(context, n, vocab, max_followers),
+                np.testing.assert_allclose(logq[b, f].numpy(), reference_logq(context, n, vocab, max_followers, min_n),
                                            rtol=1e-6, atol=1e-7)
-                ranking = reference_ranking(context, n, max_followers)
+                ranking = reference_ranking(context, n, max_followers, min_n)
                 k = len(ranking)
                 assert tokens[b, f, :k].tolist() == [t for t, _ in ranking]
                 assert torch.all(tokens[b, f, k:] == -1) and torch.all(ranked_logq[b, f, k:] == -INF)
@@ -255,6 +259,19 @@ def test_bad_n_names_n(n):
         NGramDraft(n)
 
 
+def test_min_n_ignores_shorter_matches():
+    # (7, 1) never occurred before; the last token 1 did (followed by 2), a one-token match
+    assert q_of([1, 2, 7, 1], 3) == {2: 1.0}
+    assert q_of([1, 2, 7, 1], 3, min_n=2) == {}
+    assert q_of([7, 1, 2, 7, 1], 3, min_n=2) == {2: 1.0}
+
+
+@pytest.mark.parametrize("m", [0, 4, 1.0, True])
+def test_bad_min_n_names_min_n(m):
+    with pytest.raises(ValueError, match=r"^min_n must be"):
+        NGramDraft(3, min_n=m)
+
+
 @pytest.mark.parametrize("m", [0, False, 2.0])
 def test_bad_max_followers(m):
     with pytest.raises(ValueError, match="max_followers"):
@@ -281,7 +298,7 @@ def test_bad_tokens_and_shapes():
 
 def test_bind_returns_self():
     draft = NGramDraft()
-    assert draft.bind(object()) is draft and repr(draft) == "NGramDraft(n=3, max_followers=None)"
+    assert draft.bind(object()) is draft and repr(draft) == "NGramDraft(n=3, max_followers=None, min_n=1)"
 
 
 def test_docstring_examples():

@@ -52,7 +52,7 @@ __all__ = ["NGramDraft", "NGramState", "ngram_followers"]
 
 
 @njit(cache=True, nogil=True)
-def ngram_followers(hist, hist_len, paths, lengths, n, max_followers):
+def ngram_followers(hist, hist_len, paths, lengths, n, max_followers, min_n=1):
     """The followers of the longest matching suffix, for every query (row b, path f).
 
     Args:
@@ -61,6 +61,7 @@ def ngram_followers(hist, hist_len, paths, lengths, n, max_followers):
         paths: int64 ``[B, F, D]`` (B <= R); query (b, f)'s context is ``history[b] + paths[b, f, :lengths[b, f]]``.
         lengths: int64 ``[B, F]``, each in 0 .. D.
         n: the longest suffix compared (>= 1).
+        min_n: the shortest suffix that counts as a match (1 .. n); a shorter best match proposes nothing.
         max_followers: keep at most this many distinct followers per query; -1 keeps all.
 
     Returns:
@@ -107,7 +108,7 @@ def ngram_followers(hist, hist_len, paths, lengths, n, max_followers):
                 match[j] = m
                 if m > best:
                     best = m
-            if best > 0:
+            if best >= min_n:
                 # The followers of every occurrence, grouped by token (stable: positions ascend in a group).
                 n_occ = 0
                 for j in range(L - 1):
@@ -182,6 +183,9 @@ class NGramDraft(Drafter):
     Args:
         n: int >= 1, the longest suffix compared; shorter ones are tried when it does not match.
         max_followers: int >= 1 or None (all): the most distinct followers kept per query.
+        min_n: int in 1 .. n, the shortest suffix that counts as a match: when the longest match is shorter,
+            nothing is proposed and the tree stops there. Raising it keeps unreliable one-token matches out of
+            the target's forward (a CPU pays for every drafted token).
 
     Example:
         >>> import torch
@@ -192,14 +196,17 @@ class NGramDraft(Drafter):
         (tensor([[[8]]]), tensor([[[1.]]]))
     """
 
-    def __init__(self, n: int = 3, max_followers: int | None = None):
+    def __init__(self, n: int = 3, max_followers: int | None = None, min_n: int = 1):
         self.n = check_int("n", n, 1, " (the longest suffix to look up; n=1 matches the last token alone)")
+        self.min_n = check_int("min_n", min_n, 1, " (the shortest suffix that counts as a match)")
+        if self.min_n > self.n:
+            raise ValueError(f"min_n must be <= n={self.n}, got {min_n} (the shortest suffix that counts as a match)")
         if max_followers is not None:
             check_int("max_followers", max_followers, 1, " (or None to keep every follower)")
         self.max_followers = max_followers
 
     def __repr__(self) -> str:
-        return f"NGramDraft(n={self.n}, max_followers={self.max_followers})"
+        return f"NGramDraft(n={self.n}, max_followers={self.max_followers}, min_n={self.min_n})"
 
     def bind(self, lm) -> NGramDraft:
         """Nothing to take from the model: the vocabulary size comes with :meth:`start`."""
@@ -254,7 +261,7 @@ class NGramDraft(Drafter):
             raise ValueError(f"lengths must lie in 0 .. {D} (the paths' depth)")
         _check_tokens("paths (within lengths)", paths_np[np.arange(D) < lengths_np[..., None]], state.vocab_size)
         found = ngram_followers(state.tokens, state.lengths, paths_np, lengths_np, self.n,
-                                -1 if self.max_followers is None else self.max_followers)
+                                -1 if self.max_followers is None else self.max_followers, self.min_n)
         return (B, F), found
 
     def followers(self, state: NGramState, paths: torch.Tensor, lengths: torch.Tensor

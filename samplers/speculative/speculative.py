@@ -163,6 +163,8 @@ class _Run:
                          for name in ("rounds", "draft_tokens", "accepted_tokens")}
         self._eos = torch.tensor(lm.eos_token_ids, device=device)
         self._stop = _StopMatcher(task.stop, lm, n) if task.stop else None
+        self.greedy = isinstance(spec.sampler.stages[-1], Greedy)
+        self.shape = spec.tree.under_greedy() if self.greedy else spec.tree
 
     def law(self, logprobs: torch.Tensor) -> torch.Tensor:
         """The sampler's law of raw log-probs [R, V] (the same transform for target and draft)."""
@@ -191,11 +193,13 @@ class _Run:
 
     def _round(self) -> None:
         spec = self.spec
-        tree = DraftTree(self._roots(), spec.tree.capacity)
-        spec.tree.grow(tree, _Bound(self.drafter, self.state), self.law, self.rng)
+        tree = DraftTree(self._roots(), self.shape.capacity)
+        self.shape.grow(tree, _Bound(self.drafter, self.state), self.law, self.rng)
         tree.subset(tree.valid)  # padding out: the target sees only real nodes (B = 1: none at all)
         raw = self.batch.tree_step(tree.tokens[:, : tree.size], tree.parent[:, : tree.size], tree.valid[:, : tree.size])
-        if isinstance(spec.verify, BlockVerifier):
+        if self.greedy:
+            path, final, lps = self._walk_greedy(tree, raw)
+        elif isinstance(spec.verify, BlockVerifier):
             path, final, lps = self._verify_chain(tree, raw)
         else:
             path, final, lps = self._walk(tree, raw)
@@ -239,6 +243,35 @@ class _Run:
             node[active[took]] = nxt[took]
             final[active[~took]] = token[~took]
             active = active[took]
+        return path, final, lps
+
+    def _walk_greedy(self, tree: DraftTree, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``_walk`` when the target's law is a point mass: every verifier accepts the child holding the target's
+        token and emits that token otherwise, so the walk compares tokens (one law call for the whole tree)."""
+        b, n, v = raw.shape
+        if len(self.spec.sampler.stages) == 1:  # Greedy() alone: the argmax of the raw log-probs
+            best = raw.argmax(-1)
+        else:  # transforms first (a typical-set filter may drop the raw argmax)
+            best = self.law(raw.reshape(b * n, v)).argmax(-1).reshape(b, n)
+        children = tree.children()
+        depth = int(tree.depth[:, :n].max()) + 1
+        rows = torch.arange(b, device=raw.device)
+        path = torch.full((b, depth), -1, dtype=torch.long, device=raw.device)
+        node = torch.zeros(b, dtype=torch.long, device=raw.device)
+        going = torch.ones(b, dtype=torch.bool, device=raw.device)
+        for step in range(depth):  # one level per pass; rows that stopped keep their node
+            kids = children[rows, node]
+            hit = going[:, None] & (kids >= 0) & (tree.tokens[rows[:, None], kids.clamp_min(0)] == best[rows, node][:, None])
+            took = hit.any(1)
+            nxt = kids.gather(1, hit.long().argmax(1, keepdim=True))[:, 0]  # the first child holding the token
+            path[:, step] = torch.where(took, nxt, -1)
+            node = torch.where(took, nxt, node)
+            going = took
+        final = best[rows, node]
+        emitted = torch.cat([tree.tokens.gather(1, path.clamp_min(0)), final[:, None]], 1)
+        emitted.scatter_(1, (path >= 0).sum(1, keepdim=True), final[:, None])
+        at = torch.cat([torch.zeros_like(path[:, :1]), path.clamp_min(0)], 1)  # the node each token follows
+        lps = raw[rows[:, None], at].gather(2, emitted[..., None])[..., 0].double()
         return path, final, lps
 
     def _verify_chain(self, tree: DraftTree, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

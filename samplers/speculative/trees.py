@@ -162,6 +162,10 @@ class TreeShape:
         """Grow ``tree`` (holding only its roots) with draft distributions from ``draft``."""
         raise NotImplementedError
 
+    def under_greedy(self) -> "TreeShape":
+        """The shape that drafts the same children when the sampler is ``Greedy()`` (its law a point mass)."""
+        return self
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({args})"
@@ -192,31 +196,47 @@ class MultiDraft(TreeShape):
     def max_nodes(self) -> int:
         return sum(self.k**d for d in range(1, self.depth + 1))
 
-    def grow(self, tree, draft, transform, rng):
-        from decoding.samplers.speculative.drafting import draw_children
+    def under_greedy(self) -> "MultiDraft":
+        """Random draws from a point mass are its one token: k i.i.d. copies would be duplicates the target can
+        never accept twice, so under a ``Greedy()`` sampler the random laws draft a chain of the draft's argmax."""
+        return self if self.draws == "deterministic" else MultiDraft(1, self.depth, "deterministic")
 
+    def grow(self, tree, draft, transform, rng):
         b, device = tree.batch_size, tree.tokens.device
         frontier = torch.zeros((b, 1), dtype=torch.long, device=device)  # same node numbers in every row
         live = torch.ones((b, 1), dtype=torch.bool, device=device)
         for _ in range(self.depth):
             if not bool(live.any()):
                 break
-            raw = draft.expand(tree, torch.where(live, frontier, -1))  # [B, F, V]
-            f, v = raw.shape[1], raw.shape[2]
-            law = transform(raw.reshape(b * f, v))
-            source = raw.reshape(b * f, v) if self.draws == "deterministic" else law
-            u = rng.uniform(f * self.k, device=raw.device).reshape(b * f, self.k)
-            kids = draw_children(source.exp(), self.k, self.draws, u).reshape(b, f * self.k)
-            if self.draws != "deterministic":
-                if tree.logq is None:
-                    tree.logq = torch.full((b, tree.tokens.shape[1], v), NEG_INF, device=device)
-                tree.logq[:, frontier[0]] = law.reshape(b, f, v)  # node numbers are the same in every row
+            nodes = torch.where(live, frontier, -1)
+            if self.draws == "deterministic":  # the k best tokens, sparse: no [B, F, V] table
+                raw_lq, kids = draft.top(tree, nodes, self.k)
+                raw_lq, kids = raw_lq.reshape(b, -1), kids.reshape(b, -1)
+            else:
+                raw_lq, kids = self._draw(tree, draft, transform, rng, frontier, nodes)
             parents = frontier.repeat_interleave(self.k, dim=1)
             valid = (kids >= 0) & live.repeat_interleave(self.k, dim=1)
-            raw_lq = raw.gather(2, kids.clamp_min(0).reshape(b, f, self.k))
-            score = tree.score.gather(1, parents) + raw_lq.reshape(b, f * self.k)
+            score = tree.score.gather(1, parents) + raw_lq
             frontier = tree.add(parents, kids.clamp_min(0), valid, score)
             live = valid
+
+    def _draw(self, tree: DraftTree, draft: Draft, transform: Law, rng: RowStreams, frontier: torch.Tensor,
+              nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random children of ``nodes`` from the transformed draft, recorded in ``tree.logq``: (raw log q of
+        each child, child tokens), each [B, F * k], -1 where a law has no further token."""
+        from decoding.samplers.speculative.drafting import draw_children
+
+        b = tree.batch_size
+        raw = draft.expand(tree, nodes)  # [B, F, V]
+        f, v = raw.shape[1], raw.shape[2]
+        some = torch.isfinite(raw).any(-1).reshape(b * f, 1)  # a row of q = 0 proposes nothing
+        law = torch.where(some, transform(raw.reshape(b * f, v)), NEG_INF)
+        u = rng.uniform(f * self.k, device=raw.device).reshape(b * f, self.k)
+        kids = draw_children(law.exp(), self.k, self.draws, u).reshape(b, f * self.k)
+        if tree.logq is None:
+            tree.logq = torch.full((b, tree.tokens.shape[1], v), NEG_INF, device=raw.device)
+        tree.logq[:, frontier[0]] = law.reshape(b, f, v)  # node numbers are the same in every row
+        return raw.gather(2, kids.clamp_min(0).reshape(b, f, self.k)).reshape(b, f * self.k), kids
 
 
 class Chain(MultiDraft):
@@ -272,7 +292,7 @@ class DynamicTree(TreeShape):
     def capacity(self) -> int:
         if self.method == "eagle":  # every expanded candidate stays until the rerank
             return 1 + self.top_k + (self.max_depth - 1) * self.top_k**2
-        return 1 + self.budget
+        return 1 + self.budget * self.top_k  # a pass adds up to top_k columns, some of them padding in some rows
 
     def grow(self, tree, draft, transform, rng):
         if self.method == "eagle":
@@ -291,9 +311,10 @@ class DynamicTree(TreeShape):
         return scores, parents, tokens.clamp_min(0).reshape(b, f * k)
 
     def _grow_best_first(self, tree: DraftTree, draft: Draft) -> None:
-        new = torch.zeros((tree.batch_size, 1), dtype=torch.long, device=tree.tokens.device)
+        b, device = tree.batch_size, tree.tokens.device
+        new = torch.zeros((b, 1), dtype=torch.long, device=device)
         pool = None  # candidates: (path log q, parent node, token), each [B, C]; taken ones score -inf
-        added = 0
+        left = torch.full((b,), self.budget, device=device)  # nodes each row may still add
         while True:
             deep_enough = tree.depth.gather(1, new.clamp_min(0)) >= self.max_depth
             expandable = torch.where(deep_enough, -1, new)
@@ -302,17 +323,15 @@ class DynamicTree(TreeShape):
                 pool = found if pool is None else tuple(torch.cat([a, c], 1) for a, c in zip(pool, found))
             if pool is None:
                 return
-            w = min(self.top_k, self.budget - added, pool[0].shape[1])
-            score, pick = pool[0].topk(w, dim=1)
-            valid = torch.isfinite(score)
-            if not bool(valid.any()):
+            w = int(torch.minimum(torch.isfinite(pool[0]).sum(1), left).clamp_max(self.top_k).max())
+            if w == 0:  # every row has spent its budget or run out of candidates
                 return
+            score, pick = pool[0].topk(w, dim=1)
+            valid = torch.isfinite(score) & (torch.arange(w, device=device) < left[:, None])
             new = tree.add(pool[1].gather(1, pick), pool[2].gather(1, pick), valid, score)
             new = torch.where(valid, new, -1)
-            pool = (pool[0].scatter(1, pick, NEG_INF),) + pool[1:]
-            added += w
-            if added >= self.budget:
-                return
+            pool = (pool[0].scatter(1, pick, torch.where(valid, NEG_INF, score)),) + pool[1:]
+            left -= valid.sum(1)
 
     def _grow_eagle(self, tree: DraftTree, draft: Draft) -> None:
         frontier = torch.zeros((tree.batch_size, 1), dtype=torch.long, device=tree.tokens.device)
