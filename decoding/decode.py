@@ -141,6 +141,7 @@ class Decoder:
         self.n_tokens = torch.zeros(n, dtype=torch.long, device=device)
         self.logprob = torch.zeros(n, dtype=torch.float64, device=device)
         self.log_weight = torch.zeros(n, dtype=torch.float64, device=device)
+        self.logq = torch.zeros(n, dtype=torch.float64, device=device)  # log q(x): the sampler's own law (SIR)
         self.reason = torch.zeros(n, dtype=torch.long, device=device)
         self._eos = torch.tensor(lm.eos_token_ids, device=device)
         self._steps = 0
@@ -161,6 +162,7 @@ class Decoder:
         self.log_weight.index_add_(0, rows, out.log_weight.double())
         model_lp = logprobs.gather(-1, tokens[:, None])[:, 0].double()
         self.logprob.index_add_(0, rows, torch.where(alive, model_lp, 0.0))
+        self.logq.index_add_(0, rows, torch.where(alive, out.logq.double(), 0.0))
         self.tokens[rows, self.n_tokens[rows]] = tokens
         self.n_tokens.index_add_(0, rows, alive.long())
         self._steps += 1
@@ -213,7 +215,7 @@ class Decoder:
         anc = ancestors.to(self.reason.device)
         slot = torch.full_like(self.reason, -1)
         slot[self.rows] = torch.arange(len(self.rows), device=slot.device)  # live position of each row
-        for name in ("tokens", "n_tokens", "logprob", "log_weight", "reason"):
+        for name in ("tokens", "n_tokens", "logprob", "log_weight", "logq", "reason"):
             setattr(self, name, getattr(self, name)[anc])
         if self._stop is not None:
             self._stop.tails = [self._stop.tails[a] for a in anc.tolist()]  # host text, only with stop strings

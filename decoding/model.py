@@ -23,7 +23,7 @@ Example:
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from typing import TYPE_CHECKING
 
@@ -105,6 +105,45 @@ class LanguageModel:
         batch = KVBatch(self, mask.to(self.device))
         batch.logprobs = batch._forward(ids.to(self.device), keep_all=False)[:, -1]
         return batch
+
+    @torch.no_grad()
+    def score(self, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]],
+              law: Callable[[torch.Tensor], torch.Tensor] | None = None, max_elements: int = 2**26) -> torch.Tensor:
+        """log p(continuation | prompt) of each pair: the sum of the next-token log-probs of its tokens, [N] float64.
+
+        One prefill of the prompts and one forward over the continuations per chunk of rows; chunks keep the
+        [rows, length, V] log-probs under ``max_elements`` floats. ``law`` maps each position's log-probs [R, V]
+        to the log-probs of another law first (a tempered model: a stateless sampler's ``law``).
+
+        Example:
+            >>> lm.score([lm.encode("The capital of France is")], [lm.encode(" Paris")])   # doctest: +SKIP
+            tensor([-1.73], dtype=torch.float64)
+        """
+        if len(prompts) != len(continuations):
+            raise ValueError(f"continuations: {len(continuations)} for {len(prompts)} prompts; pass one per prompt")
+        out = torch.zeros(len(prompts), dtype=torch.float64)
+        longest = max((len(c) for c in continuations), default=0)
+        rows = max(1, max_elements // (max(longest, 1) * self.vocab_size))
+        for start in range(0, len(prompts), rows):  # one chunk of rows per pass: bounded memory
+            chunk = range(start, min(len(prompts), start + rows))
+            lengths = torch.tensor([len(continuations[i]) for i in chunk])
+            width = int(lengths.max())
+            if width == 0:
+                continue
+            ids = torch.full((len(chunk), width), self.pad_token_id, dtype=torch.long)
+            for j, i in enumerate(chunk):  # host token lists to one tensor, once per chunk
+                ids[j, : lengths[j]] = torch.as_tensor(list(continuations[i]), dtype=torch.long)
+            batch = self.start([prompts[i] for i in chunk])
+            logprobs = batch.logprobs[:, None]
+            if width > 1:
+                logprobs = torch.cat([logprobs, batch.step(ids[:, :-1], all_positions=True)], dim=1)
+            if law is not None:
+                logprobs = law(logprobs.reshape(-1, logprobs.shape[-1])).view_as(logprobs)
+            ids = ids.to(logprobs.device)
+            token_lp = logprobs.gather(2, ids[..., None])[..., 0].double()
+            real = torch.arange(width, device=ids.device) < lengths.to(ids.device)[:, None]
+            out[start : start + len(chunk)] = torch.where(real, token_lp, 0.0).sum(1).cpu()
+        return out
 
     def _logprobs(self, logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float()

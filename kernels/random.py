@@ -68,6 +68,15 @@ class RowStreams:
     def from_seed(cls, seed: int | Sequence[int], batch_size: int) -> "RowStreams":
         return cls(row_keys(seed, batch_size))
 
+    @classmethod
+    def grouped(cls, seed: int | Sequence[int], groups: int, size: int) -> "RowStreams":
+        """Streams for ``groups`` x ``size`` rows (the particles of SMC, the proposals of SIR): row j of group i
+        draws from stream (seed, i * size + j), or (seed[i], j) with one seed per group, so a prompt's rows draw
+        the same alone and in a batch of prompts seeded per prompt."""
+        if isinstance(seed, (int, np.integer)):
+            return cls.from_seed(int(seed), groups * size)
+        return cls(np.concatenate([row_keys(int(s), size) for s in seed]))
+
     def __len__(self) -> int:
         return len(self.keys)
 

@@ -34,27 +34,27 @@ def ess(log_weights: torch.Tensor) -> torch.Tensor:
 
 
 def resample(log_weights: torch.Tensor, u: torch.Tensor, scheme: str = "stratified") -> torch.Tensor:
-    """Ancestor indices [G, N] of each row's N particles.
+    """Ancestor indices [G, K] of each row: K draws among its N particles (K = N for SMC; SIR draws any K).
 
     Args:
         log_weights: [G, N] unnormalised log weights; every row needs a finite entry.
-        u: [G, N] uniforms in (0, 1) (systematic uses the first column only).
-        scheme: one of :data:`SCHEMES`.
+        u: [G, K] uniforms in (0, 1) (systematic uses the first column only).
+        scheme: one of :data:`SCHEMES`; the strata are the K slots.
     """
     if scheme not in SCHEMES:
         raise ValueError(f"resampling must be one of {', '.join(SCHEMES)}, got {scheme!r}")
-    g, n = log_weights.shape
+    k = u.shape[1]
     w = torch.softmax(log_weights.double(), dim=-1)
-    strata = torch.arange(n, dtype=torch.float64, device=w.device)[None, :]
+    strata = torch.arange(k, dtype=torch.float64, device=w.device)[None, :]
     if scheme == "multinomial":
         return _inverse(w, u)
     if scheme == "stratified":
-        return _inverse(w, (strata + u) / n)
+        return _inverse(w, (strata + u) / k)
     if scheme == "systematic":
-        return _inverse(w, (strata + u[:, :1]) / n)
-    copies = torch.floor(n * w)
+        return _inverse(w, (strata + u[:, :1]) / k)
+    copies = torch.floor(k * w)
     fixed = _inverse(copies, (strata + 0.5) / copies.sum(-1, keepdim=True).clamp_min(1))  # slot j -> its owner
-    residual = _inverse(n * w - copies, u)
+    residual = _inverse(k * w - copies, u)
     return torch.where(strata < copies.sum(-1, keepdim=True), fixed, residual)
 
 

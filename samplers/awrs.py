@@ -93,6 +93,8 @@ class AWRS(ConstrainedSampler):
         >>> sampler = dc.AWRS(dc.Regex(r"(19|20)[0-9]{2}"), estimator="recursive")
     """
 
+    exact_logq = False  # the law of a draw is p restricted to A, whose normaliser is only estimated
+
     def __init__(self, constraint: Constraint | TokenConstraint, estimator: str = "auto",
                  max_rejects: int | None = None, max_accepts: int = 2, narrow_masks: bool = True):
         super().__init__(constraint)

@@ -101,6 +101,8 @@ class TokenSampler:
     stateful: bool = False
     #: True when the sampler draws tokens itself; it must be the last stage of a chain.
     terminal: bool = False
+    #: False when a terminal sampler cannot report the exact log-probability of its draws (``logq`` is NaN).
+    exact_logq: bool = True
 
     @property
     def stages(self) -> tuple["TokenSampler", ...]:

@@ -89,7 +89,7 @@ class SMC(SequenceSampler):
         b, n = len(task.prompts), self.particles
         prompts = [p for p in task.prompts for _ in range(n)]
         inner = DecodeTask(prompts, task.max_new_tokens, 0, task.stop, None)  # no streaming of particles
-        decoder = Decoder(lm, inner, self.token_sampler, rng=_particle_streams(task.seed, b, n))
+        decoder = Decoder(lm, inner, self.token_sampler, rng=RowStreams.grouped(task.seed, b, n))
         groups = RowStreams(row_keys(task.seed, b) ^ np.uint64(_RESAMPLING_STREAM))
         history: list[torch.Tensor] = []
         resampled: list[list[int]] = [[] for _ in range(b)]
@@ -144,9 +144,3 @@ class SMC(SequenceSampler):
         return (f"SMC({self.token_sampler!r}, particles={self.particles}, ess_threshold={self.ess_threshold}, "
                 f"resampling={self.resampling!r})")
 
-
-def _particle_streams(seed, prompts: int, particles: int) -> RowStreams:
-    """Particle j of prompt i draws from stream (seed, i * N + j), or (seed[i], j) with one seed per prompt."""
-    if isinstance(seed, (int, np.integer)):
-        return RowStreams.from_seed(int(seed), prompts * particles)
-    return RowStreams(np.concatenate([row_keys(int(s), particles) for s in seed]))

@@ -190,3 +190,16 @@ def test_tree_step_bad_parents_and_crop_during_a_tree(tiny_lm):
     batch.tree_step(torch.tensor([[5]]), torch.tensor([[-1]]))
     with pytest.raises(ValueError, match="commit"):
         batch.crop(1)
+
+
+def test_score_equals_the_decode_loops_log_probabilities(tiny_lm):
+    prompts = [tiny_lm.encode("Hello there"), tiny_lm.encode("A")]
+    out = dc.Ancestral(dc.TopK(10)).run(tiny_lm, dc.DecodeTask(prompts, max_new_tokens=5, seed=1))
+    continuations = [g.token_ids for g in out] + [[]]
+    scores = tiny_lm.score(prompts + [prompts[0]], continuations, max_elements=6 * tiny_lm.vocab_size)  # 1 row/chunk
+    assert scores[:2].tolist() == pytest.approx([g.logprob for g in out], abs=1e-4)
+    assert scores[2] == 0.0
+    tempered = tiny_lm.score(prompts, continuations[:2], law=lambda lp: torch.log_softmax(lp / 0.5, -1))
+    assert not torch.allclose(tempered, scores[:2])
+    with pytest.raises(ValueError, match="continuations"):
+        tiny_lm.score(prompts, continuations)
