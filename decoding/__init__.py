@@ -19,6 +19,7 @@ from decoding.model import KVBatch, LanguageModel, load
 from decoding.samplers import (
     AWRS, Categorical, Greedy, Masked, MinP, Mirostat, Sample, Temperature, TokenSampler, TopH, TopK, TopP, Typical,
 )
+from decoding.samplers.dsir import Selection, select
 from decoding.samplers.sir import SIR, SIRGeneration
 from decoding.samplers.smc import SMC, SMCGeneration
 from decoding.samplers.speculative.drafter import ModelDraft, vocab_trim
@@ -32,8 +33,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AWRS", "Ancestral", "Categorical", "Chain", "Constraint", "DecodeTask", "Decoder", "DynamicTree", "Generation",
-    "GenerationOutput", "Greedy", "JsonSchema", "KVBatch", "LanguageModel", "Masked", "MinP", "Mirostat", "ModelDraft",
-    "MultiDraft", "NGramDraft", "Predicate", "Regex", "RowStreams", "SIR", "SIRGeneration", "SMC", "SMCGeneration",
-    "Sample", "SequenceSampler", "Speculative", "Stats", "Temperature", "TokenConstraint", "TokenSampler", "TopH", "TopK", "TopP", "Typical",
-    "Vocabulary", "alpha_star", "generate", "hf", "load", "vocab_trim",
+    "GenerationOutput", "Greedy", "JsonSchema", "KVBatch", "LanguageModel", "Masked", "MinP", "Mirostat",
+    "ModelDraft", "MultiDraft", "NGramDraft", "Predicate", "Regex", "RowStreams", "SIR", "SIRGeneration", "SMC",
+    "SMCGeneration", "Sample", "Selection", "SequenceSampler", "Speculative", "Stats", "Temperature",
+    "TokenConstraint", "TokenSampler", "TopH", "TopK", "TopP", "Typical", "Vocabulary", "alpha_star", "generate",
+    "hf", "load", "select", "vocab_trim",
 ]

@@ -36,6 +36,7 @@ SUITES: dict[str, str] = {
     "awrs": "decoding.benchmarks.awrs",
     "smc": "decoding.benchmarks.smc",
     "speculative": "decoding.benchmarks.speculative",
+    "sir": "decoding.benchmarks.sir",
 }
 
 DEFAULT_OUT = "bench-results"

@@ -1,4 +1,5 @@
-"""The ``decoding`` command line: ``decoding generate``, ``decoding model`` and ``decoding bench SUITE``.
+"""The ``decoding`` command line: ``decoding generate``, ``decoding model``, ``decoding bench SUITE`` and
+``decoding select`` (DSIR corpus selection).
 
 Samplers are written in a small spec language, parsed by :func:`parse_sampler`: stages separated by ``|`` and
 applied left to right, each ``name`` or ``name=value``, e.g. ``"temperature=0.8|top_k=50|top_p=0.9"``,
@@ -13,6 +14,7 @@ Examples::
     decoding generate "def fib(n):" --sampler greedy --stop '\\n\\n'
     decoding model                      # prepare the default model (Gemma 3 270M) and print its directory
     decoding bench samplers --repeats 5 # writes bench-results/samplers.json and .png
+    decoding select pile.jsonl --target wiki.jsonl -k 100000 --out selected.jsonl
 """
 
 from __future__ import annotations
@@ -297,6 +299,29 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="few repeats: a smoke run, not a measurement")
     bench.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     bench.set_defaults(handler=_bench)
+
+    select = commands.add_parser(
+        "select", help="draw K documents of a raw corpus that resemble a target corpus (DSIR)",
+        description="Importance resampling of a corpus (DSIR, Xie et al. 2023): hashed n-gram models of the raw and "
+                    "target corpora weight every raw document, K are drawn without replacement (Gumbel top-k), "
+                    "and their input lines are written unchanged, in input order. Files ending in .jsonl/.json "
+                    "hold one JSON object per line; other files one document per line. A one-line summary goes "
+                    "to stderr.",
+    )
+    select.add_argument("raw", metavar="RAW", nargs="+", help="the raw corpus: JSONL or text files, read twice")
+    select.add_argument("--target", metavar="FILE", nargs="+", required=True,
+                        help="the target corpus: JSONL or text files")
+    select.add_argument("-k", metavar="K", type=_positive_int, required=True, help="documents to select")
+    select.add_argument("--text-field", metavar="NAME", default="text",
+                        help="the JSONL field holding the text (default: text)")
+    select.add_argument("--ngrams", metavar="N", type=_positive_int, default=2,
+                        help="features are the unigrams .. N-grams (default: 2)")
+    select.add_argument("--buckets", metavar="B", type=_positive_int, default=10_000,
+                        help="hash buckets (default: 10000)")
+    select.add_argument("--seed", metavar="S", type=int, default=0, help="seed of the Gumbel noise (default: 0)")
+    select.add_argument("--out", metavar="FILE", default=None,
+                        help="write the selected lines to FILE (default: stdout)")
+    select.set_defaults(handler=_select)
     return parser
 
 
@@ -476,6 +501,40 @@ def _bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except BenchSetupError as err:
         print(f"decoding bench: error: {err}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _select(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    import numpy as np
+
+    from decoding.bench import progress_bar
+    from decoding.samplers import dsir
+
+    if args.out is not None and not Path(args.out).absolute().parent.is_dir():
+        parser.error(f"--out: the directory of {args.out!r} does not exist")
+    start = time.perf_counter()
+    try:
+        selection = dsir.select([Path(p) for p in args.raw], [Path(p) for p in args.target], args.k, args.ngrams,
+                                args.buckets, args.seed, text_field=args.text_field, texts=False, progress=True)
+        out = sys.stdout if args.out is None else open(args.out, "w", encoding="utf-8")
+    except (ValueError, TypeError, OSError) as err:
+        print(f"decoding select: error: {err}", file=sys.stderr)
+        return 1
+    with progress_bar(total=len(selection), desc="dsir: writing", unit=" docs") as bar:
+        for line in dsir.selected_lines(args.raw, selection.indices.tolist()):
+            out.write(line)
+            bar.update()
+    if out is not sys.stdout:
+        out.close()
+    seconds = time.perf_counter() - start
+    n = selection.corpus_size
+    print(f"selected {len(selection)} of {n} documents ({len(selection) / n:.2%}) in {seconds:.1f} s "
+          f"({n / seconds:,.0f} documents/s); log w of the selected: median {np.median(selection.log_weights):.1f}, "
+          f"min {selection.log_weights.min():.1f} (ngrams={args.ngrams}, buckets={args.buckets}, seed={args.seed})"
+          + (f" -> {args.out}" if args.out else ""), file=sys.stderr)
     return 0
 
 

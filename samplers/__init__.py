@@ -6,6 +6,7 @@ imported from their modules (``dc.SMC`` re-exports them).
 
 from decoding.samplers.awrs import AWRS
 from decoding.samplers.base import Categorical, Chain, Draw, Sample, TokenSampler
+from decoding.samplers.dsir import Selection, select
 from decoding.samplers.greedy import Greedy
 from decoding.samplers.masked import Masked
 from decoding.samplers.min_p import MinP
@@ -17,6 +18,6 @@ from decoding.samplers.top_p import TopP
 from decoding.samplers.typical import Typical
 
 __all__ = [
-    "AWRS", "Categorical", "Chain", "Draw", "Greedy", "Masked", "MinP", "Mirostat", "Sample", "Temperature", "TokenSampler", "TopH", "TopK",
-    "TopP", "Typical",
+    "AWRS", "Categorical", "Chain", "Draw", "Greedy", "Masked", "MinP", "Mirostat", "Sample", "Selection",
+    "Temperature", "TokenSampler", "TopH", "TopK", "TopP", "Typical", "select",
 ]

@@ -278,6 +278,25 @@ def test_bench_speculative_quick_writes_every_case(checkpoint, tmp_path, capsys)
     assert (out / "speculative.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_bench_sir_quick_writes_every_row(checkpoint, tmp_path, capsys):
+    from decoding.benchmarks import sir as suite
+
+    out = tmp_path / "results"
+    assert main(["bench", "sir", "--model", checkpoint, "--quick", "--out", str(out)]) == 0
+    data = json.loads((out / "sir.json").read_text())
+    sir = [r for r in data["rows"] if r["kind"] == "sir"]
+    assert [r["proposal"] for r in sir] == list(suite.proposals())
+    for r in sir:
+        assert 0 < r["ess_over_n"] <= 1 + 1e-9 and 0 < r["p_mass_on_support"] <= 1 + 1e-9
+        assert r["gain_weighted"] == pytest.approx(r["logp_weighted"] - r["logp_raw"])
+        assert r["sir_over_one_sample"] > 0
+    dsir = [r for r in data["rows"] if r["kind"] == "dsir"]
+    assert {r["case"] for r in dsir} >= {"fit", "weights", "fit + weights", "agreement"}
+    assert all(r["decoding_docs_per_s"] > 0 for r in dsir if r["case"] != "agreement")
+    assert data["settings"]["sir"]["n"] == suite.QUICK_N
+    assert "top-p 0.9" in capsys.readouterr().out
+
+
 def test_bench_runner_helpers(capsys, monkeypatch):
     from decoding import bench
 
