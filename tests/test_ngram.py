@@ -13,6 +13,7 @@ import torch
 
 import decoding.samplers.speculative.ngram as ngram_module
 from decoding.samplers.speculative.ngram import NGramDraft
+from decoding.samplers.speculative.trees import DraftTree
 
 INF = float("inf")
 
@@ -303,3 +304,39 @@ def test_bind_returns_self():
 
 def test_docstring_examples():
     assert doctest.testmod(ngram_module).failed == 0
+
+
+def test_chain_takes_the_best_follower_then_looks_again():
+    draft = NGramDraft(2)
+    state = draft.start([[5, 1, 7, 5, 1, 8, 5, 1, 8, 9]], 10, "cpu")  # 9 never occurred before: no match
+    logq, tokens = draft.chain(state, DraftTree(torch.tensor([9]), 4), 3)
+    assert tokens.tolist() == [[-1, -1, -1]] and torch.all(logq == -INF)
+    state = draft.start([[5, 1, 7, 5, 1, 8, 5, 1]], 10, "cpu")
+    logq, tokens = draft.chain(state, DraftTree(torch.tensor([1]), 4), 3)
+    assert tokens.tolist() == [[8, 5, 1]]  # 7 and 8 tie once each after (5, 1); 8 is more recent
+    assert logq.exp()[0].tolist() == pytest.approx([0.5, 1.0, 1.0])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_chain_follows_the_best_follower_as_repeated_lookups_do(seed):
+    rng = random.Random(seed)
+    branching = 0
+    for _ in range(6):
+        n, vocab, depth = rng.choice([1, 1, 2, 3]), rng.randint(2, 5), rng.randint(1, 8)
+        min_n = rng.randint(1, n)
+        histories = [[rng.randrange(vocab) for _ in range(rng.randint(1, 60))] for _ in range(3)]
+        draft = NGramDraft(n, rng.choice([None, None, 2]), min_n)
+        state = draft.start(histories, vocab, "cpu")
+        logq, tokens = draft.chain(state, DraftTree(torch.tensor([h[-1] for h in histories]), 1 + depth), depth)
+        for b, history in enumerate(histories):
+            path: list[int] = []
+            for d in range(depth):
+                ranking = reference_ranking(history + path, n, draft.max_followers, min_n)
+                if not ranking:
+                    break
+                branching += len(ranking) > 1
+                best, q = ranking[0]
+                assert tokens[b, d] == best and logq[b, d].exp() == pytest.approx(q, rel=1e-6)
+                path.append(best)
+            assert torch.all(tokens[b, len(path):] == -1) and torch.all(logq[b, len(path):] == -INF)
+    assert branching > 10  # the choice among several followers is exercised

@@ -40,6 +40,26 @@ class TableDraft:
         logq, tokens = self.expand(tree, nodes).topk(k, dim=-1)
         return logq, torch.where(torch.isfinite(logq), tokens, -1)
 
+    def chain(self, tree: DraftTree, depth: int):
+        return None  # no fast path: shapes climb level by level
+
+
+class ChainDraft(TableDraft):
+    """The same table, with the argmax path drafted in one call (as NGramDraft does)."""
+
+    def chain(self, tree: DraftTree, depth: int):
+        logq = torch.full((tree.batch_size, depth), NEG_INF)
+        tokens = torch.full((tree.batch_size, depth), -1)
+        for b in range(tree.batch_size):
+            last = int(tree.tokens[b, 0])
+            for d in range(depth):
+                law = self.laws[b].get(last, {})
+                if not law:
+                    break
+                last, q = max(law.items(), key=lambda tq: tq[1])
+                tokens[b, d], logq[b, d] = last, math.log(q)
+        return logq, tokens
+
 
 def grow(shape, draft: TableDraft, roots: list[int], law=lambda raw: torch.log_softmax(raw, -1)) -> DraftTree:
     tree = DraftTree(torch.tensor(roots), shape.capacity)
@@ -134,6 +154,16 @@ def test_deterministic_multidraft_takes_the_top_k_and_stops_where_nothing_is_pro
     assert node_paths(tree, 0) == {(1,), (2,), (1, 2), (1, 3), (2, 3), (2, 4)}  # the two best of each node
     assert node_paths(tree, 1) == set()
     assert node_paths(tree, 2) == {(1,)}  # one follower of the root, none of token 1
+
+
+def test_a_chain_drafted_in_one_call_equals_the_chain_climbed_level_by_level():
+    laws = [BUSHY, {}, {0: {1: 1.0}}]
+    slow = grow(dc.MultiDraft(1, 4, "deterministic"), TableDraft(laws), [0, 0, 0])
+    fast = grow(dc.MultiDraft(1, 4, "deterministic"), ChainDraft(laws), [0, 0, 0])
+    for name in ("tokens", "parent", "depth", "valid"):
+        assert torch.equal(getattr(fast, name), getattr(slow, name)), name
+    assert torch.allclose(fast.score[fast.valid], slow.score[slow.valid])
+    assert node_paths(fast, 0) == {(1,), (1, 2), (1, 2, 3), (1, 2, 3, 4)} and node_paths(fast, 1) == set()
 
 
 @pytest.mark.parametrize("law", [lambda raw: torch.log_softmax(raw, -1), lambda raw: dc.Greedy().law(raw, None)])

@@ -8,7 +8,8 @@ Protocol (all batched over the B live rows; ``state`` is the drafter's own):
 - ``expand(state, tree, nodes) -> logq [B, F, V]``: the raw draft log-probabilities after each node of ``nodes``
   ([B, F] node indices of ``tree``, -1 for none). The first call of a round asks for the root (node 0); later
   calls ask for nodes whose parents were expanded before. A row of -inf proposes nothing (the node gets no
-  children). ``top(state, tree, nodes, k)`` is the same question for the k best tokens only (sparse).
+  children). ``top(state, tree, nodes, k)`` is the same question for the k best tokens only (sparse), and
+  ``chain(state, tree, depth)`` the whole argmax path below the root at once (None: no fast path).
 - ``extend(state, tree, accepted, final)``: the round's outcome, the accepted draft nodes ([B, m], path order,
   -1 padded) then the token the target emitted after them ([B]).
 - ``select(state, rows) -> state``: keep these rows (finished rows leave).
@@ -50,6 +51,12 @@ class Drafter:
         zero probability are -1. Deterministic tree shapes need only this (a sparse drafter skips the V table)."""
         logq, tokens = self.expand(state, tree, nodes).topk(k, dim=-1)
         return logq, torch.where(torch.isfinite(logq), tokens, -1)
+
+    def chain(self, state, tree: DraftTree, depth: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The draft's argmax path below the root (tree holding only its roots) in one call: (log q [B, depth],
+        tokens [B, depth], -1 after the path ends), or None when the drafter has no faster way than ``depth``
+        calls of :meth:`top` (a model draft needs the tree's nodes for its cache)."""
+        return None
 
     def extend(self, state, tree: DraftTree, accepted: torch.Tensor, final: torch.Tensor) -> None:
         raise NotImplementedError

@@ -45,7 +45,7 @@ from decoding.samplers.base import check_int
 from decoding.samplers.speculative.drafter import Drafter
 from decoding.samplers.speculative.trees import DraftTree
 
-__all__ = ["NGramDraft", "NGramState", "ngram_followers"]
+__all__ = ["NGramDraft", "NGramState", "ngram_chain", "ngram_followers"]
 
 
 # --- the kernel -------------------------------------------------------------------------------------------------
@@ -141,6 +141,33 @@ def ngram_followers(hist, hist_len, paths, lengths, n, max_followers, min_n=1):
                 out += keep
             offsets[i + 1] = out
     return offsets, tokens[:out], counts[:out], totals
+
+
+@njit(cache=True, nogil=True)
+def ngram_chain(hist, hist_len, depth, n, max_followers, min_n):
+    """The draft's argmax path after each history: from the history alone, take the best follower
+    (:func:`ngram_followers`' ranking), append it to the context, repeat ``depth`` times or until nothing matches.
+
+    Returns:
+        ``(tokens, logq)``: int64 ``[R, depth]`` (-1 after the path ends) and float64 ``[R, depth]``, the log q of
+        each chosen token (-inf after the end).
+    """
+    R = hist.shape[0]
+    tokens = np.full((R, depth), -1, dtype=np.int64)
+    logq = np.full((R, depth), -np.inf)
+    path = np.full((1, 1, max(depth, 1)), -1, dtype=np.int64)
+    length = np.zeros((1, 1), dtype=np.int64)
+    for r in range(R):
+        for d in range(depth):
+            length[0, 0] = d
+            offsets, found, counts, totals = ngram_followers(hist[r:r + 1], hist_len[r:r + 1], path, length, n,
+                                                             max_followers, min_n)
+            if totals[0] == 0:
+                break
+            tokens[r, d] = found[0]
+            logq[r, d] = np.log(counts[0] / totals[0])
+            path[0, 0, d] = found[0]
+    return tokens, logq
 
 
 # --- the drafter ------------------------------------------------------------------------------------------------
@@ -319,6 +346,14 @@ class NGramDraft(Drafter):
         logq = torch.nn.functional.pad(logq, (0, pad), value=float("-inf"))[..., :k]
         none = (nodes < 0)[..., None].to(logq.device)
         return logq.masked_fill(none, float("-inf")), tokens.masked_fill(none, -1)
+
+    def chain(self, state: NGramState, tree: DraftTree, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The best follower after the root, then after it, ``depth`` times, in one kernel call: (log q [B, depth],
+        tokens [B, depth], -1 after the path ends); the same tokens as ``depth`` calls of :meth:`top` with k=1."""
+        B = tree.batch_size
+        tokens, logq = ngram_chain(state.tokens[:B], state.lengths[:B], depth, self.n,
+                                   -1 if self.max_followers is None else self.max_followers, self.min_n)
+        return (torch.from_numpy(logq).float().to(state.device), torch.from_numpy(tokens).to(state.device))
 
     def extend(self, state: NGramState, tree: DraftTree, accepted: torch.Tensor, final: torch.Tensor) -> None:
         """Append the round's emitted tokens (the accepted path's, then the target's own) to each history."""

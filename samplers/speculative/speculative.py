@@ -142,6 +142,9 @@ class _Bound:
     def top(self, tree: DraftTree, nodes: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.drafter.top(self.state, tree, nodes, k)
 
+    def chain(self, tree: DraftTree, depth: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return self.drafter.chain(self.state, tree, depth)
+
 
 class _Run:
     """One ``generate`` call: the live rows, their outputs so far, the target's cache and the drafter's state."""

@@ -139,6 +139,9 @@ class Draft(Protocol):
     def top(self, tree: DraftTree, nodes: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         ...  # the k best (log q [B, F, k], tokens [B, F, k], -1 where q = 0)
 
+    def chain(self, tree: DraftTree, depth: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        ...  # the argmax path below the root in one call (log q [B, depth], tokens [B, depth]), or None
+
 
 Law = Callable[[torch.Tensor], torch.Tensor]  # raw draft log q [R, V] -> the sampler's law of it [R, V]
 
@@ -202,6 +205,8 @@ class MultiDraft(TreeShape):
         return self if self.draws == "deterministic" else MultiDraft(1, self.depth, "deterministic")
 
     def grow(self, tree, draft, transform, rng):
+        if self.k == 1 and self.draws == "deterministic" and self._grow_chain(tree, draft):
+            return
         b, device = tree.batch_size, tree.tokens.device
         frontier = torch.zeros((b, 1), dtype=torch.long, device=device)  # same node numbers in every row
         live = torch.ones((b, 1), dtype=torch.bool, device=device)
@@ -219,6 +224,20 @@ class MultiDraft(TreeShape):
             score = tree.score.gather(1, parents) + raw_lq
             frontier = tree.add(parents, kids.clamp_min(0), valid, score)
             live = valid
+
+    def _grow_chain(self, tree: DraftTree, draft: Draft) -> bool:
+        """The argmax chain in one drafter call, when the drafter has one (``Draft.chain``); False otherwise."""
+        found = draft.chain(tree, self.depth)
+        if found is None:
+            return False
+        logq, tokens = (t.to(tree.tokens.device) for t in found)
+        valid = tokens >= 0  # -1 after the path ends
+        score = logq.cumsum(1)
+        node = torch.zeros((tree.batch_size, 1), dtype=torch.long, device=tree.tokens.device)
+        for d in range(self.depth):  # one level per pass, every row at once
+            ok = valid[:, d : d + 1]
+            node = tree.add(node, tokens[:, d : d + 1].clamp_min(0), ok, score[:, d : d + 1])
+        return True
 
     def _draw(self, tree: DraftTree, draft: Draft, transform: Law, rng: RowStreams, frontier: torch.Tensor,
               nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
