@@ -77,6 +77,25 @@ def check_int(name: str, value: int, minimum: int, note: str = "") -> int:
     return value
 
 
+def stateless_law(sampler: "TokenSampler", name: str, why: str) -> "Chain":
+    """``sampler`` as a chain whose ``law`` is a pure function of the log-probs: stateless transforms, optionally
+    ending in ``Greedy()`` or the categorical draw. Otherwise a ValueError naming ``name``; ``why`` says who needs
+    the law (speculative decoding's verifier, SIR's tempered target)."""
+    from decoding.samplers.greedy import Greedy  # greedy.py imports this module
+
+    if not isinstance(sampler, TokenSampler):
+        raise TypeError(f"{name}: expected a token sampler, got {type(sampler).__name__}")
+    chain = Chain(sampler.stages)
+    for stage in chain._run:
+        if stage.stateful:
+            raise ValueError(f"{name}: {stage!r} keeps per-sequence state, but {why}; use stateless transforms "
+                             "(Temperature, TopK, TopP, MinP, Typical, TopH), optionally ending in Greedy()")
+        if stage.terminal and not isinstance(stage, (Greedy, Categorical)):
+            raise ValueError(f"{name}: {stage!r} draws tokens itself, but {why}; end the chain with Greedy() or "
+                             "nothing")
+    return chain
+
+
 def select_rows(state: State, indices: torch.Tensor) -> State:
     """Pick rows of a state (tensors, numpy arrays, lists, tuples, dicts of them; None stays None)."""
     if state is None:

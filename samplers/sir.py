@@ -49,8 +49,7 @@ from decoding.decode import DecodeTask, Decoder, Generation, SequenceSampler, su
 from decoding.kernels.random import RowStreams, row_keys
 from decoding.kernels.resampling import SCHEMES, ess, resample
 from decoding.model import LanguageModel
-from decoding.samplers.base import Categorical, Chain, TokenSampler, check_int
-from decoding.samplers.greedy import Greedy
+from decoding.samplers.base import Chain, TokenSampler, check_int, stateless_law
 
 _RESAMPLING_STREAM = 0x51_2E5A  # the prompts' resampling streams are keyed apart from the proposals'
 Target = None | TokenSampler | LanguageModel | Constraint | TokenConstraint | Callable[[str], float]
@@ -177,10 +176,8 @@ def _check_target(target):
         raise TypeError(f"target: expected None, a token sampler, a LanguageModel, a constraint or a function of "
                         f"the text, got {type(target).__name__}")
     if isinstance(target, TokenSampler):
-        for stage in target.stages:
-            if stage.stateful or (stage.terminal and not isinstance(stage, (Categorical, Greedy))):
-                raise ValueError(f"target: {stage!r} is not a stateless transform of the model; a tempered target "
-                                 "is a chain of transforms such as dc.Temperature(0.5) | dc.TopK(50)")
+        stateless_law(target, "target", "a tempered target is the model's law under stateless transforms such as "
+                                        "dc.Temperature(0.5) | dc.TopK(50)")
     return target
 
 
@@ -192,7 +189,7 @@ def _scorer(target, lm: LanguageModel) -> Scorer:
     if target is None:
         return lambda prompts, samples, model_lp: model_lp
     if isinstance(target, TokenSampler):
-        chain = Chain(target.stages)
+        chain = Chain(target.stages)  # checked stateless at construction
         return lambda prompts, samples, model_lp: lm.score(prompts, [s.token_ids for s in samples],
                                                            lambda lp: chain.law(lp, None))
     if isinstance(target, LanguageModel):

@@ -234,6 +234,25 @@ def test_greedy_speculative_equals_greedy_plain_on_a_sliding_window_model(gemma_
     assert out.stats.forwards < plain.stats.forwards / 2  # the self-draft is always right
 
 
+class SecondBestFirst(dc.ModelDraft):
+    """The target as its own draft, but each node's best token drafted as its LAST child: the walk must find the
+    target's token past the first child."""
+
+    def top(self, state, tree, nodes, k):
+        logq, tokens = super().top(state, tree, nodes, k)
+        return logq, tokens.flip(-1)
+
+
+@pytest.mark.parametrize("tree", [dc.MultiDraft(2, 2, "deterministic"), dc.DynamicTree(6, 4, 2)], ids=repr)
+def test_greedy_walk_accepts_the_child_holding_the_target_token(gemma_lm, tree):
+    prompts = ["Hello world, hello world", "One two three one"]
+    plain = dc.generate(gemma_lm, prompts, dc.Greedy(), max_new_tokens=12)
+    draft = SecondBestFirst(dc.LanguageModel(gemma_lm.model, gemma_lm.tokenizer))
+    out = dc.generate(gemma_lm, prompts, dc.Speculative(draft, tree, sampler=dc.Greedy()), max_new_tokens=12)
+    assert [o.token_ids for o in out] == [o.token_ids for o in plain]
+    assert out.stats.forwards < plain.stats.forwards / 2  # the second child is always right
+
+
 def test_a_row_alone_equals_the_row_in_a_batch(gemma_lm):
     """Each row draws from its own stream, so its output does not depend on its neighbours (T = 1)."""
     spec = dc.Speculative(dc.NGramDraft(2), dc.MultiDraft(2, 2, "iid"))

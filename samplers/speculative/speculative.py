@@ -33,7 +33,7 @@ from decoding.decode import EOS, LENGTH, STOP, DecodeTask, Generation, SequenceS
 from decoding.kernels.random import RowStreams
 from decoding.kernels.sampling import inverse_cdf
 from decoding.model import LanguageModel
-from decoding.samplers.base import Categorical, Chain as SamplerChain, TokenSampler
+from decoding.samplers.base import TokenSampler, stateless_law
 from decoding.samplers.greedy import Greedy
 from decoding.samplers.speculative.block import BlockVerifier
 from decoding.samplers.speculative.drafter import Drafter, ModelDraft
@@ -42,6 +42,7 @@ from decoding.samplers.speculative.rrs import RRS, TopKVerifier
 from decoding.samplers.speculative.spectr import SpecTr
 from decoding.samplers.speculative.trees import Chain, DraftTree, MultiDraft, TreeShape
 from decoding.samplers.speculative.verify import NodeVerifier, decide
+from decoding.samplers.temperature import Temperature
 
 VERIFIERS = {
     "chain": lambda: RRS(replacement=True),  # speculative sampling: RRS with one child per node
@@ -83,7 +84,9 @@ class Speculative(SequenceSampler):
         if not isinstance(self.tree, TreeShape):
             raise TypeError(f"tree: expected dc.Chain, dc.MultiDraft or dc.DynamicTree, got {type(tree).__name__}")
         self.verify = _verifier(verify, self.tree)
-        self.sampler = _stateless(sampler)
+        self.sampler = stateless_law(Temperature(1.0) if sampler is None else sampler, "sampler",
+                                     "speculative decoding applies it as a law to the target and the draft, "
+                                     "before the target has judged the draft's tokens")
 
     def run(self, lm: LanguageModel, task: DecodeTask) -> list[Generation]:
         drafter = self.draft.bind(lm)
@@ -110,24 +113,6 @@ def _verifier(verify, tree: TreeShape):
         raise ValueError(f"verify: {verify!r} needs children drawn {verify.drafts!r}, but {tree!r} draws them "
                          f"{tree.law!r}; pass verify={DEFAULT_VERIFIER[tree.law]!r} or a matching tree")
     return verify
-
-
-def _stateless(sampler: TokenSampler | None) -> SamplerChain:
-    from decoding.samplers.temperature import Temperature
-
-    sampler = Temperature(1.0) if sampler is None else sampler
-    if not isinstance(sampler, TokenSampler):
-        raise TypeError(f"sampler: expected a token sampler, got {type(sampler).__name__}")
-    chain = SamplerChain(sampler.stages)
-    for stage in chain._run:
-        if stage.stateful:
-            raise ValueError(f"sampler: {stage!r} keeps per-sequence state, which speculative decoding cannot "
-                             "follow through draft tokens the target may reject; use stateless transforms "
-                             "(Temperature, TopK, TopP, MinP, Typical, TopH), optionally ending in Greedy()")
-        if stage.terminal and not isinstance(stage, (Greedy, Categorical)):
-            raise ValueError(f"sampler: {stage!r} draws tokens itself; speculative decoding draws from the "
-                             "transformed target, so end the chain with Greedy() or nothing")
-    return chain
 
 
 class _Bound:
@@ -201,11 +186,11 @@ class _Run:
         tree.subset(tree.valid)  # padding out: the target sees only real nodes (B = 1: none at all)
         raw = self.batch.tree_step(tree.tokens[:, : tree.size], tree.parent[:, : tree.size], tree.valid[:, : tree.size])
         if self.greedy:
-            path, final, lps = self._walk_greedy(tree, raw)
+            path, final = self._walk_greedy(tree, raw)
         elif isinstance(spec.verify, BlockVerifier):
-            path, final, lps = self._verify_chain(tree, raw)
+            path, final = self._verify_chain(tree, raw)
         else:
-            path, final, lps = self._walk(tree, raw)
+            path, final = self._walk(tree, raw)
         root = torch.zeros_like(final)[:, None]
         self.batch.commit(torch.cat([root, path], 1))
         accepted = (path >= 0).sum(1)
@@ -215,16 +200,16 @@ class _Run:
         self.drafter.extend(self.state, tree, path, final)
         emitted = torch.cat([tree.tokens.gather(1, path.clamp_min(0)), final[:, None]], 1)
         emitted.scatter_(1, accepted[:, None], final[:, None])  # the accepted path, then the target's own token
-        self._emit(emitted, accepted + 1, lps)
+        at = torch.cat([torch.zeros_like(path[:, :1]), path.clamp_min(0)], 1)  # the node each token follows
+        rows = torch.arange(tree.batch_size, device=raw.device)[:, None]
+        self._emit(emitted, accepted + 1, raw[rows, at].gather(2, emitted[..., None])[..., 0].double())
 
-    def _walk(self, tree: DraftTree, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Node-by-node verification: the accepted path [B, D] (-1 padded), the emitted token [B] and the raw
-        log-probs of every emitted token [B, D + 1] (accepted ones first)."""
+    def _walk(self, tree: DraftTree, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Node-by-node verification: the accepted path [B, D] (-1 padded) and the emitted token [B]."""
         b, device = tree.batch_size, raw.device
         children = tree.children()
         depth = int(tree.depth[:, : tree.size].max()) + 1
         path = torch.full((b, depth), -1, dtype=torch.long, device=device)
-        lps = torch.zeros((b, depth + 1), dtype=torch.float64, device=device)
         final = torch.zeros(b, dtype=torch.long, device=device)
         node = torch.zeros(b, dtype=torch.long, device=device)
         active = torch.arange(b, device=device)
@@ -238,7 +223,6 @@ class _Run:
             q = p if tree.logq is None else tree.logq[active, here].exp()
             u = self.rng.uniform(kids.shape[1] + 1, device=device, rows=active.cpu().numpy())
             choice, token = decide(self.spec.verify.law(p, q, kid_tokens), kid_tokens, u)
-            lps[active, step] = raw[active, here].gather(1, token[:, None])[:, 0].double()
             took = choice >= 0
             nxt = kids.gather(1, choice.clamp_min(0)[:, None])[:, 0]
             if step < depth:
@@ -246,9 +230,9 @@ class _Run:
             node[active[took]] = nxt[took]
             final[active[~took]] = token[~took]
             active = active[took]
-        return path, final, lps
+        return path, final
 
-    def _walk_greedy(self, tree: DraftTree, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _walk_greedy(self, tree: DraftTree, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``_walk`` when the target's law is a point mass: every verifier accepts the child holding the target's
         token and emits that token otherwise, so the walk compares tokens (one law call for the whole tree)."""
         b, n, v = raw.shape
@@ -264,20 +248,16 @@ class _Run:
         going = torch.ones(b, dtype=torch.bool, device=raw.device)
         for step in range(depth):  # one level per pass; rows that stopped keep their node
             kids = children[rows, node]
-            hit = going[:, None] & (kids >= 0) & (tree.tokens[rows[:, None], kids.clamp_min(0)] == best[rows, node][:, None])
+            kid_tokens = tree.tokens[rows[:, None], kids.clamp_min(0)]
+            hit = going[:, None] & (kids >= 0) & (kid_tokens == best[rows, node][:, None])
             took = hit.any(1)
             nxt = kids.gather(1, hit.long().argmax(1, keepdim=True))[:, 0]  # the first child holding the token
             path[:, step] = torch.where(took, nxt, -1)
             node = torch.where(took, nxt, node)
             going = took
-        final = best[rows, node]
-        emitted = torch.cat([tree.tokens.gather(1, path.clamp_min(0)), final[:, None]], 1)
-        emitted.scatter_(1, (path >= 0).sum(1, keepdim=True), final[:, None])
-        at = torch.cat([torch.zeros_like(path[:, :1]), path.clamp_min(0)], 1)  # the node each token follows
-        lps = raw[rows[:, None], at].gather(2, emitted[..., None])[..., 0].double()
-        return path, final, lps
+        return path, best[rows, node]
 
-    def _verify_chain(self, tree: DraftTree, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _verify_chain(self, tree: DraftTree, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Block verification of a chain: nodes 0..g in order (padding at the end of short rows)."""
         b, g = tree.batch_size, tree.size - 1
         device = raw.device
@@ -288,10 +268,7 @@ class _Run:
         tau, token = self.spec.verify.decide(h, residual, self.rng.uniform(g + 2, device=device))
         steps = torch.arange(g + 1, device=device)
         path = torch.where(steps[None, :g] < tau[:, None], steps[None, 1:].expand(b, g), -1)
-        nxt = torch.cat([drafts, torch.zeros_like(token[:, None])], 1).clamp_min(0)
-        nxt.scatter_(1, tau[:, None], token[:, None])
-        lps = raw.gather(2, nxt[..., None])[..., 0].double()
-        return path, token, lps
+        return path, token
 
     def _count(self, name: str, value: torch.Tensor) -> None:
         self.counters[name].index_add_(0, self.rows, value.to(torch.float64))
