@@ -200,8 +200,19 @@ def _scorer(target, lm: LanguageModel) -> Scorer:
     if isinstance(target, (Constraint, TokenConstraint)):
         bound = target.bind(lm.vocabulary, lm.device) if isinstance(target, Constraint) else target
         return lambda prompts, samples, model_lp: model_lp + _potential(bound, samples)
-    return lambda prompts, samples, model_lp: model_lp + torch.tensor([float(target(s.text)) for s in samples],
-                                                                       dtype=torch.float64)
+    return lambda prompts, samples, model_lp: model_lp + _rewards(target, samples)
+
+
+def _rewards(reward: Callable[[str], float], samples: list[Generation]) -> torch.Tensor:
+    """r(x) of each proposal's text (host work, once per proposal at the end); an error names the proposal."""
+    out = []
+    for i, sample in enumerate(samples):
+        try:
+            out.append(float(reward(sample.text)))
+        except Exception as err:
+            raise ValueError(f"target: the reward function failed on proposal {i} (text {sample.text[:60]!r}): "
+                             f"{type(err).__name__}: {err}; it must return a float for every text") from err
+    return torch.tensor(out, dtype=torch.float64)
 
 
 def _potential(constraint: TokenConstraint, samples: list[Generation]) -> torch.Tensor:

@@ -96,6 +96,8 @@ def test_constraint_and_reward_targets_add_their_potential(toy, gemma_lm):
     tilted = dc.SIR(dc.TopK(20), n=8, target=reward).run(gemma_lm, tasks[1])[0]
     for sample, a, b in zip(base.samples, base.log_weights, tilted.log_weights):
         assert b == pytest.approx(a + reward(sample.text), abs=1e-9)
+    with pytest.raises(ValueError, match=r"^target: the reward function failed on proposal 0 .*ZeroDivisionError"):
+        dc.SIR(dc.TopK(20), n=2, target=lambda text: 1 / 0).run(gemma_lm, tasks[0])
 
 
 def test_ess_and_marginal_likelihood_follow_their_formulas(toy):
