@@ -203,3 +203,48 @@ def test_score_equals_the_decode_loops_log_probabilities(tiny_lm):
     assert not torch.allclose(tempered, scores[:2])
     with pytest.raises(ValueError, match="continuations"):
         tiny_lm.score(prompts, continuations)
+
+
+def _tree(lm):
+    prompts = [lm.encode(PROMPTS[0]), lm.encode(PROMPTS[1])]
+    tokens = torch.tensor([[5, 6, 7, 8, 9], [10, 11, 12, 13, 14]])
+    parents = torch.tensor([[-1, 0, 0, 1, 3], [-1, 0, 0, 1, 0]])
+    valid = torch.tensor([[True] * 5, [True, True, True, True, False]])
+    return prompts, (tokens, parents, valid)
+
+
+def test_lazy_head_runs_only_for_the_entries_read_and_they_equal_the_full_forward(tiny_lm):
+    """The first lazy forward of a model checks ``head_logits`` against the model's own logits (all computed);
+    later ones compute nothing until read, then each entry once."""
+    lm = dc.LanguageModel(tiny_lm.model, tiny_lm.tokenizer)  # a fresh LanguageModel: its head is not checked yet
+    prompts, tree = _tree(lm)
+    full = lm.start(prompts).tree_step(*tree)
+    first = lm.start(prompts).tree_step(*tree, lazy_head=True)
+    assert lm._head_exact is True and bool(first.computed.all())
+    lazy = lm.start(prompts).tree_step(*tree, lazy_head=True)
+    assert not bool(lazy.computed.any())
+    rows = lm.head_rows
+    torch.testing.assert_close(lazy.at(torch.tensor([1]), torch.tensor([[0, 3]]))[0], full[1, [0, 3]],
+                               atol=2e-5, rtol=0)
+    assert lazy.computed.sum() == 2 and lm.head_rows == rows + 2
+    lazy.compute(torch.tensor([[True] * 5, [False] * 5]))
+    assert bool(lazy.computed[0].all()) and lazy.computed[1].sum() == 2
+    torch.testing.assert_close(lazy.full(), full, atol=2e-5, rtol=0)
+    torch.testing.assert_close(first.full(), full, atol=2e-5, rtol=0)
+
+
+def test_a_head_with_a_logit_scale_fails_the_check_and_lazy_forwards_stay_exact(llama_tokenizer):
+    """Granite divides its logits by ``logits_scaling``: ``head_logits`` does not, so the check turns the lazy
+    path off for that model and every lazy forward computes all logits in the model."""
+    from transformers import GraniteConfig, GraniteForCausalLM
+
+    torch.manual_seed(0)
+    config = GraniteConfig(vocab_size=len(llama_tokenizer), hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, logits_scaling=4.0)
+    lm = dc.LanguageModel(GraniteForCausalLM(config).eval(), llama_tokenizer)
+    prompts, tree = _tree(lm)
+    full = lm.start(prompts).tree_step(*tree)
+    for _ in range(2):
+        lazy = lm.start(prompts).tree_step(*tree, lazy_head=True)
+        assert lm._head_exact is False and bool(lazy.computed.all())
+        torch.testing.assert_close(lazy.full(), full, atol=2e-5, rtol=0)

@@ -253,6 +253,30 @@ def test_greedy_walk_accepts_the_child_holding_the_target_token(gemma_lm, tree):
     assert out.stats.forwards < plain.stats.forwards / 2  # the second child is always right
 
 
+class SecondBestOnly(dc.ModelDraft):
+    """The target's second-best token as the only child of each node: under Greedy, wrong at every root."""
+
+    def top(self, state, tree, nodes, k):
+        logq, tokens = super().top(state, tree, nodes, k + 1)
+        return logq[..., 1:], tokens[..., 1:]
+
+
+@pytest.mark.parametrize("sampler", [dc.Greedy(), dc.Temperature(1e-3)], ids=repr)
+def test_a_round_rejected_at_the_root_runs_the_lm_head_for_the_root_only(gemma_lm, sampler):
+    """The lazy head runs for one root row per round: a tree of 5 nodes, every round rejected at the root, costs
+    no other head row (the greedy walk and the node walk)."""
+    import copy
+
+    draft = SecondBestOnly(dc.LanguageModel(copy.deepcopy(gemma_lm.model), gemma_lm.tokenizer))  # its own counter
+    spec = dc.Speculative(draft, dc.MultiDraft(1, 4, "deterministic"), verify="topk", sampler=sampler)
+    prompts = ["Hello world, hello world", "One two three one"]
+    dc.generate(gemma_lm, prompts, spec, max_new_tokens=2)  # a model's first lazy forward checks its head
+    before = gemma_lm.head_rows
+    out = dc.generate(gemma_lm, prompts, spec, max_new_tokens=8)
+    assert sum(g.counters["accepted_tokens"] for g in out) == 0
+    assert gemma_lm.head_rows - before == sum(g.counters["rounds"] for g in out) > 0
+
+
 def test_a_row_alone_equals_the_row_in_a_batch(gemma_lm):
     """Each row draws from its own stream, so its output does not depend on its neighbours (T = 1)."""
     spec = dc.Speculative(dc.NGramDraft(2), dc.MultiDraft(2, 2, "iid"))

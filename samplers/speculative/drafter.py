@@ -146,10 +146,10 @@ class ModelDraft(Drafter):
         tail, n = state.tail[:, :width], state.tail_len
         have = torch.arange(width, device=dev) < n[:, None]
         chain = torch.arange(-1, width - 1, device=dev).expand(b, width)
-        out = state.batch.tree_step(tail, chain, valid=have)
+        out = state.batch.tree_step(tail, chain, valid=have, lazy_head=True)  # only the root's row of the head
         state.batch.commit(torch.where(have, torch.arange(width, device=dev), -1))
         state.fed = 0
-        last = out.gather(1, (n - 1)[:, None, None].expand(b, 1, out.shape[2]))[:, 0]
+        last = out.at(torch.arange(b, device=dev), (n - 1)[:, None])[:, 0]
         tree.data["draft_slot"] = torch.full((b, tree.tokens.shape[1]), UNFED, dtype=torch.long, device=dev)
         tree.data["draft_slot"][:, 0] = -1  # the root is in the draft's context now
         return self._full(last[:, None])

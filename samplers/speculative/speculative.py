@@ -4,6 +4,8 @@ Each round, for every live row at once:
 
 1. the drafter grows a tree below the root (the last emitted token) in the shape ``tree`` asks for;
 2. ONE target forward scores the root and every node (``KVBatch.tree_step``: a 4D tree mask, per-node positions);
+   the LM head runs for the root, and for the other nodes of a row only once the row accepts a first draft token
+   (``NodeLogprobs``), so a round rejected at the root pays one head row, not one per node;
 3. the verifier walks the tree from the root: at each node it accepts a child or emits a token of its own and
    stops (node verifiers, ``verify.py``), or checks a whole chain at once (block verification);
 4. the target keeps the cache entries of the root and the accepted path (``KVBatch.commit``); the emitted token
@@ -32,7 +34,7 @@ import torch
 from decoding.decode import EOS, LENGTH, STOP, DecodeTask, Generation, SequenceSampler, _StopMatcher, make_generations
 from decoding.kernels.random import RowStreams
 from decoding.kernels.sampling import inverse_cdf
-from decoding.model import LanguageModel
+from decoding.model import LanguageModel, NodeLogprobs
 from decoding.samplers.base import TokenSampler, stateless_law
 from decoding.samplers.greedy import Greedy
 from decoding.samplers.speculative.block import BlockVerifier
@@ -53,6 +55,7 @@ VERIFIERS = {
     "greedy": GreedyMultiDraft,
     "block": BlockVerifier,
 }
+READ_AHEAD = {1: 4, 4: 1 << 30}  # walk step -> the depth the LM head is run to, ahead, for rows still walking
 DEFAULT_VERIFIER = {"iid": "rrs", "without_replacement": "rrs_without_replacement", "deterministic": "topk",
                     "greedy": "greedy"}
 
@@ -184,13 +187,14 @@ class _Run:
         tree = DraftTree(self._roots(), self.shape.capacity)
         self.shape.grow(tree, _Bound(self.drafter, self.state), self.law, self.rng)
         tree.subset(tree.valid)  # padding out: the target sees only real nodes (B = 1: none at all)
-        raw = self.batch.tree_step(tree.tokens[:, : tree.size], tree.parent[:, : tree.size], tree.valid[:, : tree.size])
+        logprobs = self.batch.tree_step(tree.tokens[:, : tree.size], tree.parent[:, : tree.size],
+                                        tree.valid[:, : tree.size], lazy_head=True)
         if self.greedy:
-            path, final = self._walk_greedy(tree, raw)
+            path, final = self._walk_greedy(tree, logprobs)
         elif isinstance(spec.verify, BlockVerifier):
-            path, final = self._verify_chain(tree, raw)
+            path, final = self._verify_chain(tree, logprobs.full())
         else:
-            path, final = self._walk(tree, raw)
+            path, final = self._walk(tree, logprobs)
         root = torch.zeros_like(final)[:, None]
         self.batch.commit(torch.cat([root, path], 1))
         accepted = (path >= 0).sum(1)
@@ -201,12 +205,12 @@ class _Run:
         emitted = torch.cat([tree.tokens.gather(1, path.clamp_min(0)), final[:, None]], 1)
         emitted.scatter_(1, accepted[:, None], final[:, None])  # the accepted path, then the target's own token
         at = torch.cat([torch.zeros_like(path[:, :1]), path.clamp_min(0)], 1)  # the node each token follows
-        rows = torch.arange(tree.batch_size, device=raw.device)[:, None]
-        self._emit(emitted, accepted + 1, raw[rows, at].gather(2, emitted[..., None])[..., 0].double())
+        rows = torch.arange(tree.batch_size, device=final.device)
+        self._emit(emitted, accepted + 1, logprobs.at(rows, at).gather(2, emitted[..., None])[..., 0].double())
 
-    def _walk(self, tree: DraftTree, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _walk(self, tree: DraftTree, logprobs: NodeLogprobs) -> tuple[torch.Tensor, torch.Tensor]:
         """Node-by-node verification: the accepted path [B, D] (-1 padded) and the emitted token [B]."""
-        b, device = tree.batch_size, raw.device
+        b, device = tree.batch_size, tree.tokens.device
         children = tree.children()
         depth = int(tree.depth[:, : tree.size].max()) + 1
         path = torch.full((b, depth), -1, dtype=torch.long, device=device)
@@ -216,10 +220,11 @@ class _Run:
         for step in range(depth + 1):  # one level of the tree per pass, every active row at once
             if active.numel() == 0:
                 break
+            self._read_ahead(logprobs, tree, active, step)
             here = node[active]
             kids = children[active, here]
             kid_tokens = torch.where(kids >= 0, tree.tokens[active[:, None], kids.clamp_min(0)], -1)
-            p = self.law(raw[active, here]).exp()
+            p = self.law(logprobs.at(active, here[:, None])[:, 0]).exp()
             q = p if tree.logq is None else tree.logq[active, here].exp()
             u = self.rng.uniform(kids.shape[1] + 1, device=device, rows=active.cpu().numpy())
             choice, token = decide(self.spec.verify.law(p, q, kid_tokens), kid_tokens, u)
@@ -232,21 +237,24 @@ class _Run:
             active = active[took]
         return path, final
 
-    def _walk_greedy(self, tree: DraftTree, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _walk_greedy(self, tree: DraftTree, logprobs: NodeLogprobs) -> tuple[torch.Tensor, torch.Tensor]:
         """``_walk`` when the target's law is a point mass: every verifier accepts the child holding the target's
-        token and emits that token otherwise, so the walk compares tokens (one law call for the whole tree)."""
-        b, n, v = raw.shape
-        if len(self.spec.sampler.stages) == 1:  # Greedy() alone: the argmax of the raw log-probs
-            best = raw.argmax(-1)
-        else:  # transforms first (a typical-set filter may drop the raw argmax)
-            best = self.law(raw.reshape(b * n, v)).argmax(-1).reshape(b, n)
+        token and emits that token otherwise, so the walk compares tokens (one law call per head call)."""
+        b, n, _ = logprobs.shape
+        device = tree.tokens.device
+        rows = torch.arange(b, device=device)
+        best = torch.full((b, n), -1, dtype=torch.long, device=device)  # the target's token after each node read
+        best[:, 0] = self._best(logprobs.at(rows, torch.zeros_like(rows)[:, None]))[:, 0]
         children = tree.children()
         depth = int(tree.depth[:, :n].max()) + 1
-        rows = torch.arange(b, device=raw.device)
-        path = torch.full((b, depth), -1, dtype=torch.long, device=raw.device)
-        node = torch.zeros(b, dtype=torch.long, device=raw.device)
-        going = torch.ones(b, dtype=torch.bool, device=raw.device)
+        path = torch.full((b, depth), -1, dtype=torch.long, device=device)
+        node = torch.zeros(b, dtype=torch.long, device=device)
+        going = torch.ones(b, dtype=torch.bool, device=device)
         for step in range(depth):  # one level per pass; rows that stopped keep their node
+            if self._read_ahead(logprobs, tree, rows[going], step):
+                new = logprobs.computed & (best < 0)
+                r, c = new.nonzero(as_tuple=True)
+                best[r, c] = self._best(logprobs.at(r, c[:, None]))[:, 0]
             kids = children[rows, node]
             kid_tokens = tree.tokens[rows[:, None], kids.clamp_min(0)]
             hit = going[:, None] & (kids >= 0) & (kid_tokens == best[rows, node][:, None])
@@ -256,6 +264,26 @@ class _Run:
             node = torch.where(took, nxt, node)
             going = took
         return path, best[rows, node]
+
+    def _read_ahead(self, logprobs: NodeLogprobs, tree: DraftTree, rows: torch.Tensor, step: int) -> bool:
+        """Before level ``step`` of a walk, run the LM head in one call for the nodes of ``rows`` (still walking)
+        down to the next stage (depth < 4 at step 1, all at step 4); True if it ran. A walk that stops at the root
+        (the common case when the draft is wrong) costs one head row; a walk that goes deep costs three calls,
+        each cheap for its size (a few head rows cost about one on a CPU)."""
+        if step not in READ_AHEAD or rows.numel() == 0:
+            return False
+        depth = tree.depth[:, : logprobs.shape[1]]
+        where = torch.zeros_like(depth, dtype=torch.bool)
+        where[rows] = depth[rows] < READ_AHEAD[step]
+        logprobs.compute(where)
+        return True
+
+    def _best(self, logprobs: torch.Tensor) -> torch.Tensor:
+        """The target's token under a Greedy law for raw log-probs [R, K, V]: [R, K]."""
+        if len(self.spec.sampler.stages) == 1:  # Greedy() alone: the argmax of the raw log-probs
+            return logprobs.argmax(-1)
+        r, k, v = logprobs.shape  # transforms first (a typical-set filter may drop the raw argmax)
+        return self.law(logprobs.reshape(r * k, v)).argmax(-1).reshape(r, k)
 
     def _verify_chain(self, tree: DraftTree, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Block verification of a chain: nodes 0..g in order (padding at the end of short rows)."""
