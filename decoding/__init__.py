@@ -23,6 +23,7 @@ from decoding.samplers.dsir import Selection, select
 from decoding.samplers.sir import SIR, SIRGeneration
 from decoding.samplers.smc import SMC, SMCGeneration
 from decoding.samplers.speculative.drafter import ModelDraft, vocab_trim
+from decoding.samplers.speculative.early_exit import early_exit
 from decoding.samplers.speculative.ngram import NGramDraft
 from decoding.samplers.speculative.optimal import alpha_star
 from decoding.samplers.speculative.speculative import Speculative
@@ -37,5 +38,5 @@ __all__ = [
     "ModelDraft", "MultiDraft", "NGramDraft", "Predicate", "Regex", "RowStreams", "SIR", "SIRGeneration", "SMC",
     "SMCGeneration", "Sample", "Selection", "SequenceSampler", "Speculative", "Stats", "Temperature",
     "TokenConstraint", "TokenSampler", "TopH", "TopK", "TopP", "Typical", "Vocabulary", "alpha_star", "generate",
-    "hf", "load", "select", "vocab_trim",
+    "early_exit", "hf", "load", "select", "vocab_trim",
 ]

@@ -12,11 +12,11 @@ import decoding as dc
 EOS, V = 4, 5
 
 
-def toy_llama(seed: int) -> dc.LanguageModel:
+def toy_llama(seed: int, layers: int = 1) -> dc.LanguageModel:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=V, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+    config = LlamaConfig(vocab_size=V, hidden_size=16, intermediate_size=32, num_hidden_layers=layers,
                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
                          initializer_range=0.5, eos_token_id=EOS, bos_token_id=0)
     return dc.LanguageModel(LlamaForCausalLM(config).eval(), None, eos_token_ids=[EOS])

@@ -3,7 +3,8 @@
 ``dc.Speculative(draft, tree, verify, sampler)`` (``speculative.py``) is the entry point. The pieces:
 
 - drafters (``drafter.py``, ``ngram.py``): ``ModelDraft`` (any HF LM sharing the target's tokenizer, optionally
-  with a trimmed head, ``vocab_trim``) and ``NGramDraft`` (continuations looked up in the context);
+  with a trimmed head, ``vocab_trim``; ``early_exit.py`` cuts the target's first layers into one, sharing its
+  weights) and ``NGramDraft`` (continuations looked up in the context);
 - tree shapes (``trees.py``): ``Chain``, ``MultiDraft``, ``DynamicTree``;
 - verifiers, one file each: ``rrs.py`` (speculative sampling, recursive rejection sampling with and without
   replacement, top-k), ``spectr.py`` (SpecTr K-SEQ), ``greedy_multi_draft.py`` (Hu et al.), ``block.py`` (block
