@@ -32,6 +32,12 @@ verifier: its acceptance (``optimal.acceptance_mc``: P(the emitted token is a dr
 tuples per distribution) and the optimal acceptance of its draft law (``optimal.alpha_star``), both averaged over
 the distributions.
 
+Self-draft trees: the n-gram draft seldom offers two plausible followers, so trees have little to branch on.
+Chain and dynamic tree at equal budget (14) are also compared with a real model draft: the target's early exit
+(``dc.early_exit(lm, 12)``: its first 12 of 18 layers, its final norm and its LM head trimmed to the 32,768 most
+frequent tokens of the prompts and the plain T=0 outputs), on all six prompts at both temperatures, 48 new tokens,
+as tokens per target forward (its wall time on a CPU is that of a draft costing 2/3 of the target per step).
+
 Run: ``decoding bench speculative [--model PATH] [--repeats N] [--quick]``.
 """
 
@@ -52,7 +58,7 @@ DESCRIPTION = (
     "and T=1, batch 1: tokens per target forward and tokens/s against plain decoding and against transformers' "
     "prompt lookup (best k) in the same run, for chain, multi-draft and dynamic trees at equal draft budgets; and "
     "each multi-draft verifier's acceptance against the optimal alpha* on real next-token distributions of the "
-    "model with a Gumbel-perturbed draft."
+    "model with a Gumbel-perturbed draft; chain vs dynamic tree with the model's early-exit self-draft."
 )
 
 GROUNDED, OPEN = "input-grounded", "open-ended"
@@ -64,6 +70,11 @@ HF_LOOKUP, QUICK_HF_LOOKUP = (5, 10, 20), (10,)  # prompt_lookup_num_tokens; 10 
 DYNAMIC_TOP_K = 4
 TEMPERATURES = (0.0, 1.0)
 SEED = 0
+
+EXIT_LAYERS = 12  # the self-draft: Gemma 3 270M's first 12 of 18 layers (earlier exits agree with it under 6%)
+SELF_DRAFT_BUDGET, QUICK_SELF_DRAFT_BUDGET = 14, 6
+SELF_DRAFT_TOKENS, QUICK_SELF_DRAFT_TOKENS = 48, 8
+VOCAB_TRIM = 32768  # the self-draft's head keeps the most frequent tokens of the prompts and plain outputs
 
 N_DISTRIBUTIONS, QUICK_N_DISTRIBUTIONS = 20, 4
 SUPPORT, QUICK_SUPPORT = 128, 32
@@ -350,7 +361,45 @@ def done_conditions(rows: list[dict]) -> dict:
             ratios[key] = r["tokens_per_forward"] / chain["tokens_per_forward"]
     out["dynamic_over_chain_tokens_per_forward"] = ratios
     out["dynamic_over_chain_met"] = {k: v >= 1.2 for k, v in ratios.items()}
+    self_draft = {f"T={r['temperature']:g}": r["tokens_per_forward"] for r in rows if r["kind"] == "self_draft"
+                  and r["family"] == "dynamic"}
+    for r in rows:
+        if r["kind"] == "self_draft" and r["family"] == "chain":
+            self_draft[f"T={r['temperature']:g}"] /= r["tokens_per_forward"]
+    out["self_draft_dynamic_over_chain_tokens_per_forward"] = self_draft
     return out
+
+
+# --- trees with a model draft -----------------------------------------------------------------------------------
+
+
+def self_draft_rows(lm, prompts: Sequence[Prompt], texts: Sequence[str], budget: int, max_new_tokens: int,
+                    progress: bool) -> list[dict]:
+    """Chain against dynamic tree at equal budget with a real draft distribution: the target's early exit
+    (``dc.early_exit(lm, EXIT_LAYERS)``, head trimmed to the ``VOCAB_TRIM`` most frequent tokens of ``texts``).
+    Tokens per target forward summed over all prompts, per temperature; wall time as measured."""
+    import decoding as dc
+
+    layers = min(EXIT_LAYERS, lm.model.config.num_hidden_layers - 1)
+    draft = dc.ModelDraft(dc.early_exit(lm, layers), keep_tokens=dc.vocab_trim(lm, texts, VOCAB_TRIM))
+    shapes = {"chain": dc.Chain(budget), "dynamic": dc.DynamicTree(budget=budget, max_depth=budget,
+                                                                   top_k=DYNAMIC_TOP_K)}
+    rows = []
+    jobs = [(t, f) for t in TEMPERATURES for f in shapes]
+    for temperature, family in progress_bar(jobs, desc="self-draft", disable=not progress):
+        sampler = dc.Greedy() if temperature == 0 else dc.Temperature(temperature)
+        spec = dc.Speculative(draft, shapes[family], sampler=sampler)
+        per_prompt, start = [], time.perf_counter()
+        for prompt in prompts:
+            out = dc.generate(lm, prompt.text(lm.tokenizer), spec, max_new_tokens=max_new_tokens, seed=SEED)
+            per_prompt.append({"prompt": prompt.name, "tokens": len(out[0].token_ids),
+                               "forwards": out.stats.forwards - 1})
+        tokens, forwards = sum(p["tokens"] for p in per_prompt), sum(p["forwards"] for p in per_prompt)
+        rows.append({"kind": "self_draft", "case": f"self-draft {family} B={budget}", "family": family,
+                     "budget": budget, "temperature": temperature, "exit_layers": layers, "tokens": tokens,
+                     "forwards": forwards, "tokens_per_forward": tokens / max(forwards, 1),
+                     "seconds": time.perf_counter() - start, "per_prompt": per_prompt})
+    return rows
 
 
 # --- acceptance against alpha* ----------------------------------------------------------------------------------
@@ -438,6 +487,9 @@ def run(config: BenchConfig) -> Report:
     finally:
         counter.close()
     rows, best_k = decode_rows(prompts, table, results)
+    texts = [pr.text(lm.tokenizer) + lm.decode(results[(0.0, pr.name, "plain")].tokens) for pr in prompts]
+    rows += self_draft_rows(lm, prompts, texts, QUICK_SELF_DRAFT_BUDGET if quick else SELF_DRAFT_BUDGET,
+                            QUICK_SELF_DRAFT_TOKENS if quick else SELF_DRAFT_TOKENS, config.progress)
     n_dist = QUICK_N_DISTRIBUTIONS if quick else N_DISTRIBUTIONS
     support = QUICK_SUPPORT if quick else SUPPORT
     samples = QUICK_MC_SAMPLES if quick else MC_SAMPLES
@@ -472,6 +524,13 @@ def run(config: BenchConfig) -> Report:
                        "k": list(DRAFT_COUNTS), "mc_samples_per_distribution": samples,
                        "acceptance": "optimal.acceptance_mc: P(emitted token is a drafted child), Rao-Blackwellised",
                        "alpha_star": "optimal.alpha_star for the verifier's draft law"},
+        "self_draft": {"draft": f"dc.ModelDraft(dc.early_exit(lm, {EXIT_LAYERS}), keep_tokens=dc.vocab_trim(lm, "
+                                f"prompts + plain T=0 outputs, {VOCAB_TRIM}))",
+                       "trees": "dc.Chain(B) and dc.DynamicTree(B, max_depth=B, top_k="
+                                f"{DYNAMIC_TOP_K}), B = {QUICK_SELF_DRAFT_BUDGET if quick else SELF_DRAFT_BUDGET}",
+                       "max_new_tokens": QUICK_SELF_DRAFT_TOKENS if quick else SELF_DRAFT_TOKENS,
+                       "figures": "tokens per target forward summed over every prompt; seconds: all prompts, "
+                                  "one run (the draft runs 12 of 18 layers per step: not a wall-time win on a CPU)"},
         "done_conditions": done_conditions(rows),
         "texts_T0_plain": {pr.name: lm.decode(results[(0.0, pr.name, "plain")].tokens) for pr in prompts},
     }
@@ -492,6 +551,9 @@ def _table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
             cells.append([r["case"], f"{r['temperature']:g}", r["group"], f"{r['tokens_per_forward']:.2f}",
                           f"{r['seconds']:.1f}", f"{r['over_plain']:.2f}x", _fmt(r["over_hf_lookup"], ".2f") + "x",
                           same, "-", "-", "-"])
+        elif r["kind"] == "self_draft":
+            cells.append([r["case"], f"{r['temperature']:g}", "all", f"{r['tokens_per_forward']:.2f}",
+                          f"{r['seconds']:.1f}", "-", "-", "-", "-", "-", "-"])
         else:
             cells.append([f"{r['verifier']} k={r['k']}", "1", "-", "-", "-", "-", "-", "-",
                           f"{r['acceptance']:.3f}", f"{r['alpha_star']:.3f}", f"{r['acceptance_over_alpha_star']:.3f}"])

@@ -272,6 +272,11 @@ def test_bench_speculative_quick_writes_every_case(checkpoint, tmp_path, capsys)
         (v, k) for v in suite.verifiers() for k in suite.DRAFT_COUNTS}
     for r in accept:  # alpha* bounds every verifier (Monte Carlo: 200 draws per distribution)
         assert 0 <= r["acceptance"] <= r["alpha_star"] + 0.1 and r["alpha_star"] <= 1 + 1e-9
+    self_draft = [r for r in data["rows"] if r["kind"] == "self_draft"]
+    assert {(r["family"], r["temperature"]) for r in self_draft} == {
+        (f, t) for f in ("chain", "dynamic") for t in suite.TEMPERATURES}
+    assert all(r["tokens_per_forward"] > 0 and r["exit_layers"] == 1 for r in self_draft)  # of the 2 layers
+    assert set(data["settings"]["done_conditions"]["self_draft_dynamic_over_chain_tokens_per_forward"]) == {"T=0", "T=1"}
     assert data["settings"]["prompt_format"].startswith("plain text")
     assert "chain B=6" in capsys.readouterr().out
     pytest.importorskip("matplotlib")
