@@ -296,6 +296,9 @@ def test_eos_in_an_accepted_path_and_the_token_limit(target):
             assert len(g.token_ids) == 6 and g.reason == "length"
     zero = spec.run(target, dc.DecodeTask([[0, 1]], max_new_tokens=0))
     assert zero[0].token_ids == [] and zero[0].reason == "length"
+    itself = dc.Speculative(target, dc.Chain(4), sampler=dc.Greedy())  # every draft accepted, 2 of 4 kept
+    for g in itself.run(target, dc.DecodeTask([[0, 1, 2], [1, 2], [3]], max_new_tokens=3)):
+        assert g.counters["accepted_tokens"] == len(g.token_ids) - 1  # after the prefill's token, only drafts
 
 
 def test_stop_strings_and_streaming(gemma_lm):

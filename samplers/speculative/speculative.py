@@ -174,7 +174,7 @@ class _Run:
         """The prefill's distribution gives the first token; it becomes the first root."""
         raw = self.batch.logprobs
         token = inverse_cdf(self.law(raw), self.rng.uniform(device=raw.device))
-        self._emit(token[:, None], torch.ones_like(token), raw.gather(1, token[:, None]).double())
+        self._retire(self._emit(token[:, None], torch.ones_like(token), raw.gather(1, token[:, None]).double())[1])
         if self.rows.numel():
             contexts = [list(self.task.prompts[r]) + [int(t)] for r, t in zip(self.rows.tolist(), self._roots().tolist())]
             self.state = self.drafter.start(contexts, self.lm.vocab_size, raw.device)
@@ -200,13 +200,15 @@ class _Run:
         accepted = (path >= 0).sum(1)
         self._count("rounds", torch.ones_like(accepted))
         self._count("draft_tokens", tree.valid[:, 1 : tree.size].sum(1))
-        self._count("accepted_tokens", accepted)
         self.drafter.extend(self.state, tree, path, final)
         emitted = torch.cat([tree.tokens.gather(1, path.clamp_min(0)), final[:, None]], 1)
         emitted.scatter_(1, accepted[:, None], final[:, None])  # the accepted path, then the target's own token
         at = torch.cat([torch.zeros_like(path[:, :1]), path.clamp_min(0)], 1)  # the node each token follows
         rows = torch.arange(tree.batch_size, device=final.device)
-        self._emit(emitted, accepted + 1, logprobs.at(rows, at).gather(2, emitted[..., None])[..., 0].double())
+        kept, reason = self._emit(emitted, accepted + 1,
+                                  logprobs.at(rows, at).gather(2, emitted[..., None])[..., 0].double())
+        self._count("accepted_tokens", torch.minimum(accepted, kept))  # drafts past EOS or the limit are not output
+        self._retire(reason)
 
     def _walk(self, tree: DraftTree, logprobs: NodeLogprobs) -> tuple[torch.Tensor, torch.Tensor]:
         """Node-by-node verification: the accepted path [B, D] (-1 padded) and the emitted token [B]."""
@@ -301,9 +303,9 @@ class _Run:
     def _count(self, name: str, value: torch.Tensor) -> None:
         self.counters[name].index_add_(0, self.rows, value.to(torch.float64))
 
-    def _emit(self, tokens: torch.Tensor, count: torch.Tensor, lps: torch.Tensor) -> None:
+    def _emit(self, tokens: torch.Tensor, count: torch.Tensor, lps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Append each live row's ``count`` first ``tokens`` ([R, W]), cut at EOS, a stop string or the token
-        limit, and retire the rows that ended."""
+        limit; returns how many each row kept and why it ends (0: it goes on), for :meth:`_retire`."""
         rows, width = self.rows, tokens.shape[1]
         col = torch.arange(width, device=tokens.device)
         is_eos = torch.isin(tokens, self._eos) & (col < count[:, None])
@@ -322,7 +324,7 @@ class _Run:
         self.tokens[r2[keep], pos[keep]] = tokens[keep]
         self.n_tokens.index_add_(0, rows, count)
         self.logprob.index_add_(0, rows, torch.where(keep, lps, 0.0).sum(1))
-        self._retire(reason)
+        return count, reason
 
     def _host(self, tokens: torch.Tensor, count: torch.Tensor, reason: torch.Tensor):
         """Stop strings and streaming: host work token by token, only when asked for."""
