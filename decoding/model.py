@@ -168,7 +168,7 @@ class LanguageModel:
         """Compare :meth:`head_logits` with the model's own logits (same hidden states), once per model."""
         ours = self.head_logits(hidden).float()
         logits = logits.float()
-        tol = 1e-3 if logits.dtype == self.dtype else 2e-2  # 16-bit weights round the head's sums
+        tol = 1e-3 if self.dtype == torch.float32 else 2e-2  # 16-bit weights round the head's sums
         scale = logits.abs().amax().clamp_min(1.0)
         self._head_exact = bool(((ours - logits).abs().amax() <= tol * scale).item())
 
@@ -415,8 +415,8 @@ class NodeLogprobs:
     On a big vocabulary the LM head is much of a small model's forward (Gemma 3 270M: 168M of its 268M
     parameters; on 2 CPU cores the head over 15 nodes costs more than the 15-node body). A verifier reads the
     root first and stops there whenever the draft's first token is wrong, so the forward keeps the final hidden
-    states and :meth:`at` runs the head for the entries it reads that are not computed yet; :meth:`rows`
-    computes every node of some rows in one head call. Each entry is computed once.
+    states and :meth:`at` runs the head for the entries it reads that are not computed yet; :meth:`compute` runs
+    it ahead, in one call, for any set of entries. Each entry is computed once.
 
     Example:
         >>> lp = batch.tree_step(tokens, parents, lazy_head=True)            # doctest: +SKIP
@@ -424,20 +424,18 @@ class NodeLogprobs:
         >>> lp.compute(depth < 4)                                             # one head call for these  # doctest: +SKIP
     """
 
-    def __init__(self, lm: LanguageModel, hidden: torch.Tensor):
+    def __init__(self, lm: LanguageModel | None, hidden: torch.Tensor | None, values: torch.Tensor | None = None):
+        """From the final hidden states [B, n, d] (nothing computed), or from ``values`` [B, n, V] (all computed)."""
         self.lm, self.hidden = lm, hidden
-        b, n = hidden.shape[:2]
-        self.shape = (b, n, lm.vocab_size)
-        self._values = torch.empty(self.shape, dtype=torch.float32, device=hidden.device)
-        self._done = torch.zeros((b, n), dtype=torch.bool, device=hidden.device)
+        if values is None:
+            values = torch.empty((*hidden.shape[:2], lm.vocab_size), dtype=torch.float32, device=hidden.device)
+        self._values, self.shape = values, tuple(values.shape)
+        self._done = torch.full(self.shape[:2], hidden is None, dtype=torch.bool, device=values.device)
 
     @classmethod
     def of(cls, logprobs: torch.Tensor) -> "NodeLogprobs":
         """Every entry already computed ([B, n, V])."""
-        out = cls.__new__(cls)
-        out.lm, out.hidden, out.shape, out._values = None, None, tuple(logprobs.shape), logprobs
-        out._done = torch.ones(logprobs.shape[:2], dtype=torch.bool, device=logprobs.device)
-        return out
+        return cls(None, None, logprobs)
 
     @property
     def computed(self) -> torch.Tensor:

@@ -190,10 +190,17 @@ class ModelDraft(Drafter):
         return f"ModelDraft({self.lm!r}{trim})"
 
 
+def shared_copy(module: torch.nn.Module, children: dict[str, torch.nn.Module]) -> torch.nn.Module:
+    """A copy of ``module`` that shares its parameters and submodules, with some children replaced (a trimmed
+    head, a shorter layer list); the original is untouched."""
+    out = copy.copy(module)
+    out._modules = {**module._modules, **children}
+    return out
+
+
 def _trimmed(lm: LanguageModel, keep: torch.Tensor) -> LanguageModel:
     """The draft with an LM head of only the ``keep`` rows (the body's weights are shared, not copied)."""
-    model = copy.copy(lm.model)
-    model._modules = dict(lm.model._modules)
+    model = shared_copy(lm.model, {})
     head = lm.model.get_output_embeddings()
     small = torch.nn.Linear(head.weight.shape[1], len(keep), bias=head.bias is not None,
                             device=head.weight.device, dtype=head.weight.dtype)

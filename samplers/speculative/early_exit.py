@@ -24,6 +24,7 @@ import copy
 import torch
 
 from decoding.model import LanguageModel
+from decoding.samplers.speculative.drafter import shared_copy
 
 LAYER_LISTS = ("layers", "h")  # the decoder's module list: Llama, Gemma, Mistral, Qwen...; GPT-2
 
@@ -54,15 +55,8 @@ def early_exit(lm: LanguageModel, layers: int) -> LanguageModel:
     config.num_hidden_layers = layers
     if getattr(config, "layer_types", None):
         config.layer_types = list(config.layer_types)[:layers]
-    short = _shallow(decoder, {name: torch.nn.ModuleList(list(stack)[:layers])}, config)
+    short = shared_copy(decoder, {name: torch.nn.ModuleList(list(stack)[:layers])})
     key = next(k for k, module in lm.model._modules.items() if module is decoder)
-    model = _shallow(lm.model, {key: short}, config)
+    model = shared_copy(lm.model, {key: short})
+    short.config = model.config = config
     return LanguageModel(model, lm.tokenizer, eos_token_ids=lm.eos_token_ids)
-
-
-def _shallow(module: torch.nn.Module, children: dict[str, torch.nn.Module], config) -> torch.nn.Module:
-    """A copy of ``module`` that shares its parameters and submodules, with some children replaced."""
-    out = copy.copy(module)
-    out._modules = {**module._modules, **children}
-    out.config = config
-    return out
