@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from decoding.bench import progress_bar, time_interleaved
+from decoding.bench import time_interleaved
 from decoding.kernels.hashing import feature_hash
-from decoding.samplers.dsir import Files, bucket_counts, log_ratio, log_weights
+from decoding.samplers.dsir import Files, fit, log_weights
 
 MIXTURE = (0.4, 0.3, 0.2, 0.1)  # share of each domain in the raw corpus; the target is the last domain
 SUFFIXES = ("", ",", ".", "!", "?", ";", ":", "'s")
@@ -172,9 +172,7 @@ def plot(axes, rows: list[dict]) -> None:
 
 
 def _fit(raw_path: Path, target_path: Path) -> np.ndarray:
-    raw_counts, _ = bucket_counts(Files([raw_path]), NGRAMS, BUCKETS)
-    target_counts, _ = bucket_counts(Files([target_path]), NGRAMS, BUCKETS)
-    return log_ratio(target_counts, raw_counts)
+    return fit(Files([raw_path]), Files([target_path]), NGRAMS, BUCKETS)[0]
 
 
 def _peer():

@@ -236,6 +236,14 @@ class Decoder:
                                 self.reason, self.counters)
 
 
+def replicated(lm: LanguageModel, task: DecodeTask, sampler: TokenSampler, n: int) -> Decoder:
+    """A Decoder over every prompt of ``task`` repeated ``n`` times (SMC's particles, SIR's proposals): prompt i's
+    rows draw from stream group i (``RowStreams.grouped``), and nothing is streamed to ``task.on_token``."""
+    prompts = [p for p in task.prompts for _ in range(n)]
+    inner = DecodeTask(prompts, task.max_new_tokens, 0, task.stop, None)
+    return Decoder(lm, inner, sampler, rng=RowStreams.grouped(task.seed, len(task.prompts), n))
+
+
 def make_generations(lm: LanguageModel, task: DecodeTask, tokens: torch.Tensor, n_tokens: torch.Tensor,
                      logprob: torch.Tensor, log_weight: torch.Tensor, reason: torch.Tensor,
                      counters: dict[str, torch.Tensor]) -> list[Generation]:

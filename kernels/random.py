@@ -77,6 +77,12 @@ class RowStreams:
             return cls.from_seed(int(seed), groups * size)
         return cls(np.concatenate([row_keys(int(s), size) for s in seed]))
 
+    @classmethod
+    def tagged(cls, seed: int | Sequence[int], size: int, tag: int) -> "RowStreams":
+        """``size`` streams keyed apart from ``from_seed(seed, size)`` by ``tag``: a second family of streams per
+        prompt (the resampling draws of SMC and SIR, apart from their particles' token draws)."""
+        return cls(row_keys(seed, size) ^ np.uint64(tag))
+
     def __len__(self) -> int:
         return len(self.keys)
 

@@ -18,6 +18,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from decoding.kernels.sampling import inverse_search
@@ -33,6 +35,20 @@ def ess(log_weights: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isneginf(log_weights).all(-1), 0.0, out)
 
 
+def check_scheme(scheme: str) -> str:
+    """``scheme`` if it is one of :data:`SCHEMES`, else a ValueError naming ``resampling``."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"resampling must be one of {', '.join(SCHEMES)}, got {scheme!r}")
+    return scheme
+
+
+def normalised(log_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row [G, N]: the log of the mean weight (log Z_hat, [G]) and the normalised weights ([G, N], 0 for a
+    row whose weights are all 0)."""
+    log_ml = log_weights.logsumexp(-1) - math.log(log_weights.shape[-1])
+    return log_ml, torch.softmax(log_weights, -1).nan_to_num(0.0)
+
+
 def resample(log_weights: torch.Tensor, u: torch.Tensor, scheme: str = "stratified") -> torch.Tensor:
     """Ancestor indices [G, K] of each row: K draws among its N particles (K = N for SMC; SIR draws any K).
 
@@ -41,8 +57,7 @@ def resample(log_weights: torch.Tensor, u: torch.Tensor, scheme: str = "stratifi
         u: [G, K] uniforms in (0, 1) (systematic uses the first column only).
         scheme: one of :data:`SCHEMES`; the strata are the K slots.
     """
-    if scheme not in SCHEMES:
-        raise ValueError(f"resampling must be one of {', '.join(SCHEMES)}, got {scheme!r}")
+    check_scheme(scheme)
     k = u.shape[1]
     w = torch.softmax(log_weights.double(), dim=-1)
     strata = torch.arange(k, dtype=torch.float64, device=w.device)[None, :]

@@ -416,12 +416,8 @@ def select(raw_texts: Corpus, target_texts: Corpus, k: int, ngrams: int = 2, buc
         _check_size(k, len(raw))
     target = documents(target_texts, text_field, "target_texts")
 
-    target_counts, n_target = bucket_counts(target, ngrams, buckets, progress, "dsir: target counts")
-    _check_counts("target_texts", target_counts, n_target)
-    raw_counts, n_raw = bucket_counts(raw, ngrams, buckets, progress, "dsir: raw counts")
-    _check_counts("raw_texts", raw_counts, n_raw)
+    ratio, n_raw = fit(raw, target, ngrams, buckets, progress)
     _check_size(k, n_raw)
-    ratio = log_ratio(target_counts, raw_counts)
 
     top = GumbelTopK(k, seed)
     for batch, weights in weighted_batches(raw, ratio, ngrams, progress, "dsir: weighting"):
@@ -431,6 +427,17 @@ def select(raw_texts: Corpus, target_texts: Corpus, k: int, ngrams: int = 2, buc
                          f"pass a corpus that reads the same twice")
     indices, weights, kept = top.result()
     return Selection(indices, weights, kept, n_raw, ratio)
+
+
+def fit(raw: Iterable[str], target: Iterable[str], ngrams: int, buckets: int,
+        progress: bool = False) -> tuple[np.ndarray, int]:
+    """DSIR's fit: the log importance ratio of each hash bucket, log p_target - log p_raw ([buckets]), and the
+    number of raw documents. One pass over each corpus; a corpus without documents or tokens is a ValueError."""
+    target_counts, n_target = bucket_counts(target, ngrams, buckets, progress, "dsir: target counts")
+    _check_counts("target_texts", target_counts, n_target)
+    raw_counts, n_raw = bucket_counts(raw, ngrams, buckets, progress, "dsir: raw counts")
+    _check_counts("raw_texts", raw_counts, n_raw)
+    return log_ratio(target_counts, raw_counts), n_raw
 
 
 def _check_size(k: int, n: int) -> None:

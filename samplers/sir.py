@@ -41,13 +41,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
-from decoding.constraints.base import DEAD, Constraint, TokenConstraint
-from decoding.decode import DecodeTask, Decoder, Generation, SequenceSampler, sum_counters
-from decoding.kernels.random import RowStreams, row_keys
-from decoding.kernels.resampling import SCHEMES, ess, resample
+from decoding.constraints.base import Constraint, TokenConstraint
+from decoding.decode import DecodeTask, Generation, SequenceSampler, replicated, sum_counters
+from decoding.kernels.random import RowStreams
+from decoding.kernels.resampling import check_scheme, ess, normalised, resample
 from decoding.model import LanguageModel
 from decoding.samplers.base import Chain, TokenSampler, check_int, stateless_law
 
@@ -96,17 +95,14 @@ class SIR(SequenceSampler):
         if not replace and k > n:
             raise ValueError(f"k={k} distinct draws from n={n} proposals: without replacement k must be <= n; "
                              "raise n or pass replace=True")
-        if resampling not in SCHEMES:
-            raise ValueError(f"resampling must be one of {', '.join(SCHEMES)}, got {resampling!r}")
-        self.target = _check_target(target)
-        self.replace, self.resampling = replace, resampling
+        self.target, self._target_law = target, _check_target(target)
+        self.replace, self.resampling = replace, check_scheme(resampling)
 
     def run(self, lm: LanguageModel, task: DecodeTask) -> list[SIRGeneration]:
-        score = _scorer(self.target, lm)  # binds and checks the target before any model work
+        score = _scorer(self.target, self._target_law, lm)  # binds and checks the target before any model work
         b, n = len(task.prompts), self.n
         prompts = [p for p in task.prompts for _ in range(n)]
-        inner = DecodeTask(prompts, task.max_new_tokens, 0, task.stop, None)  # no streaming of proposals
-        decoder = Decoder(lm, inner, self.proposal, rng=RowStreams.grouped(task.seed, b, n))
+        decoder = replicated(lm, task, self.proposal, n)
         while not decoder.done:
             decoder.step()
         samples = decoder.results()
@@ -114,7 +110,7 @@ class SIR(SequenceSampler):
         log_w = log_p - decoder.logq.cpu()
         dead = torch.isneginf(decoder.log_weight.cpu()) | torch.isnan(log_w)  # died on the way: weight 0
         log_w = torch.where(dead, -math.inf, log_w).view(b, n)
-        groups = RowStreams(row_keys(task.seed, b) ^ np.uint64(_RESAMPLING_STREAM))
+        groups = RowStreams.tagged(task.seed, b, _RESAMPLING_STREAM)
         return self._results(samples, log_w, self._draw(log_w, groups))
 
     def _draw(self, log_w: torch.Tensor, groups: RowStreams) -> torch.Tensor:
@@ -125,13 +121,12 @@ class SIR(SequenceSampler):
             picked = resample(safe, groups.uniform(self.k, device=log_w.device), self.resampling)
             return torch.where(alive, picked, -1)
         gumbel = -torch.log(-torch.log(groups.uniform(self.n, device=log_w.device)))
-        keys, picked = (log_w.double() + gumbel).topk(self.k, dim=-1)
+        keys, picked = (log_w + gumbel).topk(self.k, dim=-1)
         return torch.where(torch.isfinite(keys), picked, -1)
 
     def _results(self, samples: list[Generation], log_w: torch.Tensor, picked: torch.Tensor) -> list[SIRGeneration]:
         n = self.n
-        log_ml = (log_w.logsumexp(-1) - math.log(n)).tolist()
-        weights = torch.softmax(log_w, -1).nan_to_num(0.0).tolist()
+        log_ml, weights = (x.tolist() for x in normalised(log_w))
         sizes, log_w_h = ess(log_w).tolist(), log_w.tolist()
         out = []
         for g, chosen in enumerate(picked.tolist()):  # once per prompt, at the end
@@ -169,29 +164,30 @@ def _check_proposal(proposal) -> TokenSampler:
     return proposal
 
 
-def _check_target(target):
+def _check_target(target) -> Chain | None:
+    """A TypeError unless ``target`` is a kind SIR weights toward; a tempered target's checked law (else None)."""
     ok = target is None or isinstance(target, (TokenSampler, LanguageModel, Constraint, TokenConstraint)) \
         or callable(target)
     if not ok:
         raise TypeError(f"target: expected None, a token sampler, a LanguageModel, a constraint or a function of "
                         f"the text, got {type(target).__name__}")
     if isinstance(target, TokenSampler):
-        stateless_law(target, "target", "a tempered target is the model's law under stateless transforms such as "
-                                        "dc.Temperature(0.5) | dc.TopK(50)")
-    return target
+        return stateless_law(target, "target", "a tempered target is the model's law under stateless transforms "
+                                               "such as dc.Temperature(0.5) | dc.TopK(50)")
+    return None
 
 
 Scorer = Callable[[list[list[int]], list[Generation], torch.Tensor], torch.Tensor]
 
 
-def _scorer(target, lm: LanguageModel) -> Scorer:
-    """log p(x) (up to a constant) of each proposal, from its prompt, its Generation and the run's log p_model."""
+def _scorer(target, law: Chain | None, lm: LanguageModel) -> Scorer:
+    """log p(x) (up to a constant) of each proposal, from its prompt, its Generation and the run's log p_model;
+    ``law`` is a tempered target's checked law."""
     if target is None:
         return lambda prompts, samples, model_lp: model_lp
-    if isinstance(target, TokenSampler):
-        chain = Chain(target.stages)  # checked stateless at construction
+    if law is not None:
         return lambda prompts, samples, model_lp: lm.score(prompts, [s.token_ids for s in samples],
-                                                           lambda lp: chain.law(lp, None))
+                                                           lambda lp: law.law(lp, None))
     if isinstance(target, LanguageModel):
         from decoding.samplers.speculative.drafter import check_same_vocabulary
 
@@ -220,9 +216,11 @@ def _potential(constraint: TokenConstraint, samples: list[Generation]) -> torch.
     together, one token position per pass."""
     states = [constraint.start()] * len(samples)
     for t in range(max((len(s.token_ids) for s in samples), default=0)):
-        rows = [i for i, s in enumerate(samples) if t < len(s.token_ids) and states[i] != DEAD]
+        dead = constraint.dead_batch(states)
+        rows = [i for i, s in enumerate(samples) if t < len(s.token_ids) and not dead[i]]
         moved = constraint.advance_batch([states[i] for i in rows], [samples[i].token_ids[t] for i in rows])
         for i, state in zip(rows, moved):
             states[i] = state
-    ok = [s != DEAD and constraint.is_accepting(s) for s in states]
+    dead = constraint.dead_batch(states)
+    ok = [not d and constraint.is_accepting(s) for d, s in zip(dead, states)]
     return torch.tensor([0.0 if a else -math.inf for a in ok], dtype=torch.float64)

@@ -35,12 +35,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
-from decoding.decode import DecodeTask, Decoder, Generation, SequenceSampler, sum_counters
-from decoding.kernels.random import RowStreams, row_keys
-from decoding.kernels.resampling import SCHEMES, ess, resample
+from decoding.decode import DecodeTask, Decoder, Generation, SequenceSampler, replicated, sum_counters
+from decoding.kernels.random import RowStreams
+from decoding.kernels.resampling import check_scheme, ess, normalised, resample
 from decoding.model import LanguageModel
 from decoding.samplers.base import TokenSampler, check_int
 
@@ -80,17 +79,13 @@ class SMC(SequenceSampler):
         if isinstance(ess_threshold, bool) or not isinstance(ess_threshold, (int, float)) \
                 or not 0 <= ess_threshold <= 1:
             raise ValueError(f"ess_threshold must be in [0, 1] (a fraction of the particles), got {ess_threshold!r}")
-        if resampling not in SCHEMES:
-            raise ValueError(f"resampling must be one of {', '.join(SCHEMES)}, got {resampling!r}")
         self.token_sampler, self.particles = token_sampler, particles
-        self.ess_threshold, self.resampling = float(ess_threshold), resampling
+        self.ess_threshold, self.resampling = float(ess_threshold), check_scheme(resampling)
 
     def run(self, lm: LanguageModel, task: DecodeTask) -> list[SMCGeneration]:
         b, n = len(task.prompts), self.particles
-        prompts = [p for p in task.prompts for _ in range(n)]
-        inner = DecodeTask(prompts, task.max_new_tokens, 0, task.stop, None)  # no streaming of particles
-        decoder = Decoder(lm, inner, self.token_sampler, rng=RowStreams.grouped(task.seed, b, n))
-        groups = RowStreams(row_keys(task.seed, b) ^ np.uint64(_RESAMPLING_STREAM))
+        decoder = replicated(lm, task, self.token_sampler, n)
+        groups = RowStreams.tagged(task.seed, b, _RESAMPLING_STREAM)
         history: list[torch.Tensor] = []
         resampled: list[list[int]] = [[] for _ in range(b)]
         while not decoder.done:
@@ -120,8 +115,8 @@ class SMC(SequenceSampler):
     def _results(self, particles: list[Generation], log_w: torch.Tensor, history: list[torch.Tensor],
                  resampled: list[list[int]], groups: RowStreams) -> list[SMCGeneration]:
         n = self.particles
-        log_ml = (log_w.logsumexp(-1) - math.log(n)).tolist()
-        weights = torch.softmax(log_w, -1).nan_to_num(0.0)
+        log_ml, weights = normalised(log_w)
+        log_ml = log_ml.tolist()
         alive = torch.isfinite(log_w).any(-1)
         u = groups.uniform(1, device=log_w.device)
         pick = resample(torch.where(alive[:, None], log_w, 0.0), u, "multinomial")[:, 0]  # one draw by weight
