@@ -1,4 +1,4 @@
-"""DSIR corpus selection (``decoding.samplers.dsir``) against the reference package ``data-selection``.
+"""DSIR corpus selection (``decoding.dsir``) against the reference package ``data-selection``.
 
 Part of ``decoding bench sir``: :func:`measure` returns its rows and settings. A synthetic corpus, generated
 here deterministically (:func:`synthetic_corpus`): raw documents from four "domains", each a Zipf law over its
@@ -33,7 +33,7 @@ import numpy as np
 
 from decoding.bench import time_interleaved
 from decoding.kernels.hashing import feature_hash
-from decoding.samplers.dsir import Files, fit, log_weights
+from decoding.dsir import Files, fit, log_weights
 
 MIXTURE = (0.4, 0.3, 0.2, 0.1)  # share of each domain in the raw corpus; the target is the last domain
 SUFFIXES = ("", ",", ".", "!", "?", ";", ":", "'s")

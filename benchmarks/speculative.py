@@ -400,9 +400,9 @@ def self_draft_rows(lm, prompts: Sequence[Prompt], budget: int, max_new_tokens: 
 
 
 def verifiers() -> dict[str, object]:
-    from decoding.samplers.speculative.greedy_multi_draft import GreedyMultiDraft
-    from decoding.samplers.speculative.rrs import RRS, TopKVerifier
-    from decoding.samplers.speculative.spectr import SpecTr
+    from decoding.samplers.sequence.speculative.greedy_multi_draft import GreedyMultiDraft
+    from decoding.samplers.sequence.speculative.rrs import RRS, TopKVerifier
+    from decoding.samplers.sequence.speculative.spectr import SpecTr
 
     return {"RRS (iid)": RRS(replacement=True), "RRS without replacement": RRS(replacement=False),
             "SpecTr (iid)": SpecTr(), "greedy multi-draft": GreedyMultiDraft(), "top-k": TopKVerifier()}
@@ -441,7 +441,7 @@ def draft_pair(logits: torch.Tensor, support: int) -> tuple[torch.Tensor, torch.
 
 def acceptance_rows(p: torch.Tensor, q: torch.Tensor, samples: int, progress: bool) -> list[dict]:
     """Each verifier's Monte Carlo acceptance and its draft law's alpha*, per k, averaged over the rows of p, q."""
-    from decoding.samplers.speculative.optimal import acceptance_mc, alpha_star
+    from decoding.samplers.sequence.speculative.optimal import acceptance_mc, alpha_star
 
     optimal: dict[tuple[str, int], torch.Tensor] = {}
     rows = []

@@ -19,15 +19,15 @@ from decoding.model import KVBatch, LanguageModel, load
 from decoding.samplers import (
     AWRS, Categorical, Greedy, Masked, MinP, Mirostat, Sample, Temperature, TokenSampler, TopH, TopK, TopP, Typical,
 )
-from decoding.samplers.dsir import Selection, select
-from decoding.samplers.sir import SIR, SIRGeneration
-from decoding.samplers.smc import SMC, SMCGeneration
-from decoding.samplers.speculative.drafter import ModelDraft, vocab_trim
-from decoding.samplers.speculative.early_exit import early_exit
-from decoding.samplers.speculative.ngram import NGramDraft
-from decoding.samplers.speculative.optimal import alpha_star
-from decoding.samplers.speculative.speculative import Speculative
-from decoding.samplers.speculative.trees import Chain, DynamicTree, MultiDraft
+from decoding.dsir import Selection, select
+from decoding.samplers.sequence.sir import SIR, SIRGeneration
+from decoding.samplers.sequence.smc import SMC, SMCGeneration
+from decoding.samplers.sequence.speculative.drafter import ModelDraft, vocab_trim
+from decoding.samplers.sequence.speculative.early_exit import early_exit
+from decoding.samplers.sequence.speculative.ngram import NGramDraft
+from decoding.samplers.sequence.speculative.optimal import alpha_star
+from decoding.samplers.sequence.speculative.speculative import Speculative
+from decoding.samplers.sequence.speculative.trees import Chain, DynamicTree, MultiDraft
 from decoding.vocabulary import Vocabulary
 
 __version__ = "0.1.0"

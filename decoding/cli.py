@@ -511,7 +511,7 @@ def _select(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     import numpy as np
 
     from decoding.bench import progress_bar
-    from decoding.samplers import dsir
+    from decoding import dsir
 
     if args.out is not None and not Path(args.out).absolute().parent.is_dir():
         parser.error(f"--out: the directory of {args.out!r} does not exist")

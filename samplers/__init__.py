@@ -1,12 +1,11 @@
-"""Token samplers, and the sequence samplers built on them. Notation: p is the target, q the proposal.
+"""Token samplers: pure transforms of next-token log-probabilities and terminal draws, below the decode loop.
 
-Sequence samplers (``decoding.samplers.smc``) drive the decode loop, which imports this package, so they are
-imported from their modules (``dc.SMC`` re-exports them).
+Notation: p is the target, q the proposal. Sequence samplers (SMC, SIR, speculative decoding) drive the decode loop
+and live in ``decoding.samplers.sequence``; ``decoding`` re-exports both layers' public names.
 """
 
 from decoding.samplers.awrs import AWRS
 from decoding.samplers.base import Categorical, Chain, Draw, Sample, TokenSampler
-from decoding.samplers.dsir import Selection, select
 from decoding.samplers.greedy import Greedy
 from decoding.samplers.masked import Masked
 from decoding.samplers.min_p import MinP
@@ -18,6 +17,6 @@ from decoding.samplers.top_p import TopP
 from decoding.samplers.typical import Typical
 
 __all__ = [
-    "AWRS", "Categorical", "Chain", "Draw", "Greedy", "Masked", "MinP", "Mirostat", "Sample", "Selection",
-    "Temperature", "TokenSampler", "TopH", "TopK", "TopP", "Typical", "select",
+    "AWRS", "Categorical", "Chain", "Draw", "Greedy", "Masked", "MinP", "Mirostat", "Sample",
+    "Temperature", "TokenSampler", "TopH", "TopK", "TopP", "Typical",
 ]

@@ -1,4 +1,4 @@
-"""DSIR corpus selection (``decoding.samplers.dsir``, ``kernels.hashing``, ``decoding select``).
+"""DSIR corpus selection (``decoding.dsir``, ``kernels.hashing``, ``decoding select``).
 
 The numba features are checked against a pure-Python definition (the regex of nltk's WordPunctTokenizer on the
 lower-cased text, n-grams joined by a space, FNV-1a + fmix64 of the UTF-8 bytes), the weights against a
@@ -23,8 +23,8 @@ from scipy.stats import chisquare
 import decoding as dc
 from decoding.cli import main
 from decoding.kernels.hashing import char_classes, feature_hash, fnv1a64
-from decoding.samplers import dsir
-from decoding.samplers.dsir import GumbelTopK, featurize, gumbel_top_k, log_ratio, log_weights, select
+from decoding import dsir
+from decoding.dsir import GumbelTopK, featurize, gumbel_top_k, log_ratio, log_weights, select
 
 ALPHABET = ("abcXYZ 0123 ,.!?'\"-_\t()[]{}$%&@#"  # ASCII words, digits, punctuation runs, whitespace
             "éÉßİΣσς²½\u0301\u0308\u00a0\u2028\u3000\x1c\x1f\ud800"  # case, marks, spaces, a surrogate
@@ -82,7 +82,7 @@ def test_feature_hash_is_a_fixed_value_in_this_and_another_process():
     big = 2**62  # buckets this large leave the hash itself visible
     here = featurize(["Hello, World! ünïcödé ½"], ngrams=3, buckets=big).ids.tolist()
     assert here[0] == feature_hash(b"hello") % big
-    code = ("from decoding.samplers.dsir import featurize; "
+    code = ("from decoding.dsir import featurize; "
             f"print(featurize(['Hello, World! ünïcödé ½'], ngrams=3, buckets={big}).ids.tolist())")
     env = {**os.environ, "PYTHONHASHSEED": "12345"}  # Python's own str hash would change with it
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)

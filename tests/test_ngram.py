@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-import decoding.samplers.speculative.ngram as ngram_module
-from decoding.samplers.speculative.ngram import NGramDraft
-from decoding.samplers.speculative.trees import DraftTree
+import decoding.samplers.sequence.speculative.ngram as ngram_module
+from decoding.samplers.sequence.speculative.ngram import NGramDraft
+from decoding.samplers.sequence.speculative.trees import DraftTree
 
 INF = float("inf")
 

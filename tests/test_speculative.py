@@ -18,11 +18,11 @@ import pytest
 import torch
 
 import decoding as dc
-from decoding.samplers.speculative.block import BlockVerifier
-from decoding.samplers.speculative.greedy_multi_draft import GreedyMultiDraft
-from decoding.samplers.speculative.optimal import draft_tuples
-from decoding.samplers.speculative.rrs import RRS, TopKVerifier
-from decoding.samplers.speculative.spectr import SpecTr
+from decoding.samplers.sequence.speculative.block import BlockVerifier
+from decoding.samplers.sequence.speculative.greedy_multi_draft import GreedyMultiDraft
+from decoding.samplers.sequence.speculative.optimal import draft_tuples
+from decoding.samplers.sequence.speculative.rrs import RRS, TopKVerifier
+from decoding.samplers.sequence.speculative.spectr import SpecTr
 
 from toys import EOS, V, law_of, sequence_law, toy_llama
 

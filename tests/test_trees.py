@@ -10,7 +10,7 @@ import torch
 
 import decoding as dc
 from decoding.kernels.random import RowStreams
-from decoding.samplers.speculative.trees import DraftTree, MultiDraft
+from decoding.samplers.sequence.speculative.trees import DraftTree, MultiDraft
 
 NEG_INF = float("-inf")
 VOCAB = 6

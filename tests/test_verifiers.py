@@ -24,19 +24,19 @@ import scipy.stats
 import torch
 
 from decoding.kernels.random import RowStreams
-from decoding.samplers.speculative.block import BlockVerifier
-from decoding.samplers.speculative.drafting import draw_children, top_tokens
-from decoding.samplers.speculative.greedy_multi_draft import GreedyMultiDraft
-from decoding.samplers.speculative.optimal import (
+from decoding.samplers.sequence.speculative.block import BlockVerifier
+from decoding.samplers.sequence.speculative.drafting import draw_children, top_tokens
+from decoding.samplers.sequence.speculative.greedy_multi_draft import GreedyMultiDraft
+from decoding.samplers.sequence.speculative.optimal import (
     acceptance,
     acceptance_mc,
     alpha_star,
     draft_tuples,
     restrict_support,
 )
-from decoding.samplers.speculative.rrs import RRS, ChainVerifier, SpeculativeSampling, TopKVerifier
-from decoding.samplers.speculative.spectr import SpecTr
-from decoding.samplers.speculative.verify import NodeLaw, decide
+from decoding.samplers.sequence.speculative.rrs import RRS, ChainVerifier, SpeculativeSampling, TopKVerifier
+from decoding.samplers.sequence.speculative.spectr import SpecTr
+from decoding.samplers.sequence.speculative.verify import NodeLaw, decide
 
 LAWS = ("iid", "without_replacement", "deterministic", "greedy")
 TOL = 1e-9
@@ -550,7 +550,7 @@ def test_decide_rules():
 
 
 def test_spectr_rho_is_feasible_and_reduces_to_chain():
-    from decoding.samplers.speculative.spectr import spectr_gamma, spectr_rho
+    from decoding.samplers.sequence.speculative.spectr import spectr_gamma, spectr_rho
 
     p, q = (torch.tensor(x)[None] for x in PAIRS["random8"])
     for k in (1, 2, 3, 5):
@@ -569,6 +569,6 @@ def test_spectr_rho_is_feasible_and_reduces_to_chain():
 
 @pytest.mark.parametrize("module", ["verify", "rrs", "spectr", "greedy_multi_draft", "drafting", "block", "optimal"])
 def test_docstring_examples(module):
-    mod = importlib.import_module(f"decoding.samplers.speculative.{module}")
+    mod = importlib.import_module(f"decoding.samplers.sequence.speculative.{module}")
     result = doctest.testmod(mod, extraglobs={"torch": torch})
     assert result.attempted > 0 and result.failed == 0

@@ -24,7 +24,7 @@ import copy
 import torch
 
 from decoding.model import LanguageModel
-from decoding.samplers.speculative.drafter import shared_copy
+from decoding.samplers.sequence.speculative.drafter import shared_copy
 
 LAYER_LISTS = ("layers", "h")  # the decoder's module list: Llama, Gemma, Mistral, Qwen...; GPT-2
 

@@ -10,7 +10,4 @@
   replacement, top-k), ``spectr.py`` (SpecTr K-SEQ), ``greedy_multi_draft.py`` (Hu et al.), ``block.py`` (block
   verification), with the protocol in ``verify.py`` and the draft laws in ``drafting.py``;
 - ``optimal.py``: the optimal multi-draft acceptance alpha* and each verifier's exact acceptance.
-
-The decode loop imports ``decoding.decode``, which imports ``decoding.samplers``; so this package is imported
-from its modules, and ``decoding`` re-exports the public names.
 """

@@ -42,8 +42,8 @@ import torch
 from numba import njit
 
 from decoding.samplers.base import check_int
-from decoding.samplers.speculative.drafter import Drafter
-from decoding.samplers.speculative.trees import DraftTree
+from decoding.samplers.sequence.speculative.drafter import Drafter
+from decoding.samplers.sequence.speculative.trees import DraftTree
 
 __all__ = ["NGramDraft", "NGramState", "ngram_chain", "ngram_followers"]
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from decoding.samplers.speculative.verify import (
+from decoding.samplers.sequence.speculative.verify import (
     NodeLaw,
     NodeVerifier,
     accept_ratio,

@@ -243,7 +243,7 @@ class MultiDraft(TreeShape):
               nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Random children of ``nodes`` from the transformed draft, recorded in ``tree.logq``: (raw log q of
         each child, child tokens), each [B, F * k], -1 where a law has no further token."""
-        from decoding.samplers.speculative.drafting import draw_children
+        from decoding.samplers.sequence.speculative.drafting import draw_children
 
         b = tree.batch_size
         raw = draft.expand(tree, nodes)  # [B, F, V]

@@ -189,7 +189,7 @@ def _scorer(target, law: Chain | None, lm: LanguageModel) -> Scorer:
         return lambda prompts, samples, model_lp: lm.score(prompts, [s.token_ids for s in samples],
                                                            lambda lp: law.law(lp, None))
     if isinstance(target, LanguageModel):
-        from decoding.samplers.speculative.drafter import check_same_vocabulary
+        from decoding.samplers.sequence.speculative.drafter import check_same_vocabulary
 
         check_same_vocabulary(lm, target)
         return lambda prompts, samples, model_lp: target.score(prompts, [s.token_ids for s in samples])

@@ -1,6 +1,6 @@
 """Drawing the children of one draft-tree node under each draft law a verifier can check.
 
-The laws (see :class:`~decoding.samplers.speculative.verify.NodeVerifier`):
+The laws (see :class:`~decoding.samplers.sequence.speculative.verify.NodeVerifier`):
 
 - "iid": k independent draws from q (SpecInfer, Miao et al., ASPLOS 2024; chain speculative sampling for k = 1);
 - "without_replacement": k distinct draws, each from q with the earlier children removed and renormalised

@@ -32,8 +32,8 @@ import torch
 
 from decoding.kernels.random import RowStreams
 from decoding.kernels.sampling import mass_cutoff
-from decoding.samplers.speculative.drafting import DRAFT_LAWS, draw_children, top_tokens
-from decoding.samplers.speculative.verify import NodeLaw, NodeVerifier, as_law, token_mask
+from decoding.samplers.sequence.speculative.drafting import DRAFT_LAWS, draw_children, top_tokens
+from decoding.samplers.sequence.speculative.verify import NodeLaw, NodeVerifier, as_law, token_mask
 
 _WOR_BUDGET = 2**22  # entries of the V^(k-1) tuple tensors processed at once (rows are batched up to this)
 _WOR_LIMIT = 2**24  # the most entries one row may need (V = 4096 for k = 3): about 1.3 GiB at the peak
@@ -266,7 +266,7 @@ def acceptance(verifier: NodeVerifier, p: torch.Tensor, q: torch.Tensor, k: int)
         p, q: [V] target and draft probabilities.
 
     Example:
-        >>> from decoding.samplers.speculative.rrs import SpeculativeSampling
+        >>> from decoding.samplers.sequence.speculative.rrs import SpeculativeSampling
         >>> round(acceptance(SpeculativeSampling(), torch.tensor([0.5, 0.3, 0.2]), torch.tensor([0.2, 0.3, 0.5]), 1), 6)
         0.7
     """

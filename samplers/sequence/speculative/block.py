@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from decoding.kernels.sampling import inverse_cdf
-from decoding.samplers.speculative.verify import accept_ratio, as_law, normalize, token_probs
+from decoding.samplers.sequence.speculative.verify import accept_ratio, as_law, normalize, token_probs
 
 
 class BlockVerifier:

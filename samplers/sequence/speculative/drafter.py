@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from decoding.model import KVBatch, LanguageModel
-from decoding.samplers.speculative.trees import DraftTree
+from decoding.samplers.sequence.speculative.trees import DraftTree
 
 UNFED = -2  # draft_slot of a tree node the draft model has not seen
 

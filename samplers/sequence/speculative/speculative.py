@@ -37,13 +37,13 @@ from decoding.kernels.sampling import inverse_cdf
 from decoding.model import LanguageModel, NodeLogprobs
 from decoding.samplers.base import TokenSampler, stateless_law
 from decoding.samplers.greedy import Greedy
-from decoding.samplers.speculative.block import BlockVerifier
-from decoding.samplers.speculative.drafter import Drafter, ModelDraft
-from decoding.samplers.speculative.greedy_multi_draft import GreedyMultiDraft
-from decoding.samplers.speculative.rrs import RRS, TopKVerifier
-from decoding.samplers.speculative.spectr import SpecTr
-from decoding.samplers.speculative.trees import Chain, DraftTree, MultiDraft, TreeShape
-from decoding.samplers.speculative.verify import NodeVerifier, decide
+from decoding.samplers.sequence.speculative.block import BlockVerifier
+from decoding.samplers.sequence.speculative.drafter import Drafter, ModelDraft
+from decoding.samplers.sequence.speculative.greedy_multi_draft import GreedyMultiDraft
+from decoding.samplers.sequence.speculative.rrs import RRS, TopKVerifier
+from decoding.samplers.sequence.speculative.spectr import SpecTr
+from decoding.samplers.sequence.speculative.trees import Chain, DraftTree, MultiDraft, TreeShape
+from decoding.samplers.sequence.speculative.verify import NodeVerifier, decide
 from decoding.samplers.temperature import Temperature
 
 VERIFIERS = {
