@@ -1,11 +1,11 @@
 """The decode loop, and the seam sequence-level samplers plug into.
 
-:class:`Decoder` holds B live sequences: the model's :class:`~decoding.model.KVBatch`, the token sampler's state,
-each row's random stream, and per-row accumulators on the device. ``Decoder.step()`` advances every live row by
-one token, ends rows at EOS, a stop string, a dead end (log weight -inf) or the token limit, and drops ended rows
-from the batch. Ancestral sampling is a loop over ``step()``; SMC (resampling between steps with
-``Decoder.reorder``), SIR (many decoders, then reweighting) and speculative decoding (several tokens per step)
-drive the same object or replace ``step`` while reusing its bookkeeping.
+:class:`Rows` is the per-row record every loop keeps: emitted tokens, model log-probability, log weight, end
+reason, random streams and the live rows; it alone decides how a row ends (EOS, a stop string, the token limit, a
+dead end). :class:`Decoder` drives it one token per step with the model's :class:`~decoding.model.KVBatch` and a
+token sampler's state. Ancestral sampling is a loop over ``Decoder.step()``; SMC resamples between steps
+(``Decoder.resample``), SIR reweights finished decoders, and speculative decoding (several tokens per round) keeps
+its own loop over the same :class:`Rows`.
 
 A :class:`SequenceSampler` turns a :class:`DecodeTask` into one :class:`Generation` per prompt;
 ``dc.generate`` accepts one, and wraps a token sampler in :class:`Ancestral`.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import IntEnum
 
 import numpy as np
 import torch
@@ -26,9 +27,20 @@ from decoding.kernels.random import RowStreams
 from decoding.model import LanguageModel
 from decoding.samplers.base import TokenSampler
 
-# Why a sequence ended; `finished` is True only for the natural ends (EOS, stop string).
-EOS, STOP, LENGTH, DEAD = 1, 2, 3, 4
-REASONS = {0: "running", EOS: "eos", STOP: "stop", LENGTH: "length", DEAD: "dead end: the sampler's weight is zero"}
+
+
+class End(IntEnum):
+    """Why a row ended (0 while it runs); ``Generation.finished`` is True only for the natural ends."""
+
+    RUNNING = 0
+    EOS = 1
+    STOP = 2
+    LENGTH = 3
+    DEAD_END = 4  # the sampler's weight is zero (no allowed token)
+
+
+REASONS = {End.RUNNING: "running", End.EOS: "eos", End.STOP: "stop", End.LENGTH: "length",
+           End.DEAD_END: "dead end: the sampler's weight is zero"}
 
 
 @dataclass
@@ -124,85 +136,48 @@ class Ancestral(SequenceSampler):
 
 
 class Decoder:
-    """B sequences being decoded together. See the module docstring."""
+    """B sequences being decoded together, one token per step. See the module docstring.
+
+    Attributes:
+        rows: the per-row record (:class:`Rows`): tokens, sums, end reasons, streams, live rows.
+        batch: the model's cache over the live rows; ``state``: the token sampler's state of the live rows.
+    """
 
     def __init__(self, lm: LanguageModel, task: DecodeTask, sampler: TokenSampler, rng: RowStreams | None = None):
         sampler = sampler.bind(lm)
         self.lm, self.task, self.sampler = lm, task, sampler
-        n = len(task.prompts)
         self.batch = lm.start(task.prompts)
         device = self.batch.logprobs.device
-        self.streams = rng if rng is not None else RowStreams.from_seed(task.seed, n)  # every row's, by row
-        self.rng = self.streams.select(np.arange(n))  # the live rows' (their counters move on as they draw)
-        self.counters: dict[str, torch.Tensor] = {}  # per row, float64 on the device
-        self.state = sampler.init_state(n, device)
-        self.rows = torch.arange(n, device=device)  # original row of each live slot
-        self.tokens = torch.zeros((n, max(task.max_new_tokens, 1)), dtype=torch.long, device=device)
-        self.n_tokens = torch.zeros(n, dtype=torch.long, device=device)
-        self.logprob = torch.zeros(n, dtype=torch.float64, device=device)
-        self.log_weight = torch.zeros(n, dtype=torch.float64, device=device)
-        self.logq = torch.zeros(n, dtype=torch.float64, device=device)  # log q(x): the sampler's own law (SIR)
-        self.reason = torch.zeros(n, dtype=torch.long, device=device)
-        self._eos = torch.tensor(lm.eos_token_ids, device=device)
-        self._steps = 0
-        self._stop = _StopMatcher(task.stop, lm, n) if task.stop else None
-        self.done = task.max_new_tokens == 0
+        self.rows = Rows(lm, task, max(task.max_new_tokens, 1), device, rng)
+        self.state = sampler.init_state(len(task.prompts), device)
+        if task.max_new_tokens == 0:
+            self.rows.retire(torch.full_like(self.rows.live, int(End.LENGTH)))
+
+    @property
+    def done(self) -> bool:
+        return self.rows.done
 
     def step(self) -> None:
         """Advance every live row by one token and retire the rows that ended."""
-        logprobs = self.batch.logprobs
-        out = self.sampler.sample(logprobs, self.state, self.rng)
+        rows, logprobs = self.rows, self.batch.logprobs
+        out = self.sampler.sample(logprobs, self.state, rows.rng)
         self.state = out.state
-        rows, tokens = self.rows, out.tokens
         for name, value in out.counters.items():
-            zeros = torch.zeros(len(self.reason), dtype=torch.float64, device=rows.device)
-            total = self.counters.setdefault(name, zeros)
-            total.index_add_(0, rows, value.to(rows.device, torch.float64))
+            rows.count(name, value)
         alive = ~torch.isneginf(out.log_weight)
-        self.log_weight.index_add_(0, rows, out.log_weight.double())
-        model_lp = logprobs.gather(-1, tokens[:, None])[:, 0].double()
-        self.logprob.index_add_(0, rows, torch.where(alive, model_lp, 0.0))
-        self.logq.index_add_(0, rows, torch.where(alive, out.logq.double(), 0.0))
-        self.tokens[rows, self.n_tokens[rows]] = tokens
-        self.n_tokens.index_add_(0, rows, alive.long())
-        self._steps += 1
-
-        reason = torch.where(torch.isin(tokens, self._eos), EOS, 0)
-        reason = torch.where(alive, reason, DEAD)
-        if self._stop is not None or self.task.on_token is not None:
-            host_rows, host_tokens = rows.tolist(), tokens.tolist()
-            if self.task.on_token is not None:
-                for r, t, ok in zip(host_rows, host_tokens, alive.tolist()):
-                    if ok:
-                        self.task.on_token(r, t)
-            if self._stop is not None:
-                hit = self._stop.feed(host_rows, host_tokens)
-                reason = torch.where((reason == 0) & hit.to(reason.device), STOP, reason)
-        if self._steps >= self.task.max_new_tokens:
-            reason = torch.where(reason == 0, LENGTH, reason)
-        self._retire(reason)
+        rows.add(rows.log_weight, out.log_weight.double())
+        rows.add(rows.logq, torch.where(alive, out.logq.double(), 0.0))
+        model_lp = logprobs.gather(-1, out.tokens[:, None]).double()
+        _, reason = rows.emit(out.tokens[:, None], alive.long(), model_lp)
+        self._retire(torch.where(alive, reason, End.DEAD_END))
         if not self.done:
-            self.batch.step(self.tokens[self.rows, self.n_tokens[self.rows] - 1])
+            self.batch.step(rows.last_tokens())
 
     def _retire(self, reason: torch.Tensor) -> None:
-        ended = reason > 0
-        if not bool(ended.any()):
-            return
-        self.reason[self.rows] = reason
-        self._save_streams()
-        live = (~ended).nonzero()[:, 0]
-        if live.numel() == 0:
-            self.done = True
-            return
-        self.rows = self.rows[live]
-        self.batch.reorder(live)
-        self.state = self.sampler.select_state(self.state, live)
-        self.rng = self.rng.select(live.cpu())
-
-    def _save_streams(self) -> None:
-        """Write the live rows' stream counters back to ``streams`` (the record of every row's)."""
-        self.streams.counters = self.streams.counters.copy()
-        self.streams.counters[self.rows.cpu().numpy()] = self.rng.counters
+        live = self.rows.retire(reason)
+        if live is not None and not self.done:
+            self.batch.reorder(live)
+            self.state = self.sampler.select_state(self.state, live)
 
     def resample(self, ancestors: torch.Tensor) -> None:
         """Row i becomes a copy of row ``ancestors[i]`` (SMC resampling): its tokens, log-probability, weight,
@@ -212,9 +187,121 @@ class Decoder:
         Args:
             ancestors: [n] int64, one ancestor per row (original row numbering; ended rows may be ancestors).
         """
+        source = self.rows.resample(ancestors)
+        if source is not None:
+            self.batch.reorder(source)
+            self.state = self.sampler.select_state(self.state, source)
+
+    def results(self) -> list[Generation]:
+        """One Generation per prompt, in prompt order."""
+        return self.rows.results()
+
+
+class Rows:
+    """The per-row record of a decode loop, shared by :class:`Decoder` and speculative decoding: each row's
+    emitted tokens, model log-probability, log weight, log q, work counters and end reason, its random stream, and
+    which rows are still live. How a row ends (EOS, a stop string, the token limit, a dead end) is decided here
+    and only here (:meth:`emit`, :meth:`retire`).
+
+    Per-row tensors are indexed by the original row; ``live`` maps each live slot (the batch order of the model's
+    cache and the sampler's state) to its row, and ``rng`` holds the live rows' streams in slot order.
+    """
+
+    def __init__(self, lm: LanguageModel, task: DecodeTask, width: int, device: torch.device,
+                 streams: RowStreams | None = None):
+        n = len(task.prompts)
+        self.lm, self.task = lm, task
+        self.streams = streams if streams is not None else RowStreams.from_seed(task.seed, n)  # every row's
+        self.rng = self.streams.select(np.arange(n))  # the live rows' (their counters move on as they draw)
+        self.live = torch.arange(n, device=device)  # original row of each live slot
+        self.tokens = torch.zeros((n, width), dtype=torch.long, device=device)
+        self.n_tokens = torch.zeros(n, dtype=torch.long, device=device)
+        self.logprob = torch.zeros(n, dtype=torch.float64, device=device)
+        self.log_weight = torch.zeros(n, dtype=torch.float64, device=device)
+        self.logq = torch.zeros(n, dtype=torch.float64, device=device)  # log q(x): the sampler's own law (SIR)
+        self.reason = torch.zeros(n, dtype=torch.long, device=device)
+        self.counters: dict[str, torch.Tensor] = {}  # per row, float64 on the device
+        self._eos = torch.tensor(lm.eos_token_ids, device=device)
+        self._stop = _StopMatcher(task.stop, lm, n) if task.stop else None
+        self.done = False
+
+    def add(self, total: torch.Tensor, value: torch.Tensor) -> None:
+        """Add a value per live slot ([R]) into a per-row total."""
+        total.index_add_(0, self.live, value.to(total.dtype))
+
+    def count(self, name: str, value: torch.Tensor) -> None:
+        """Add per-slot work ([R]) to the counter ``name`` (created at zero)."""
+        zeros = torch.zeros(len(self.reason), dtype=torch.float64, device=self.live.device)
+        self.add(self.counters.setdefault(name, zeros), value.to(self.live.device))
+
+    def last_tokens(self) -> torch.Tensor:
+        """The last emitted token of each live row: [R]."""
+        return self.tokens[self.live, self.n_tokens[self.live] - 1]
+
+    def emit(self, tokens: torch.Tensor, count: torch.Tensor, logprobs: torch.Tensor) -> tuple[torch.Tensor,
+                                                                                                  torch.Tensor]:
+        """Append each live row's first ``count`` ``tokens`` ([R, W]; their model log-probs ``logprobs`` [R, W]),
+        cut after the first EOS, at a stop string and at the token limit. Returns how many each row kept and why
+        it ends (0: it goes on), for :meth:`retire`."""
+        rows, width = self.live, tokens.shape[1]
+        col = torch.arange(width, device=tokens.device)
+        is_eos = torch.isin(tokens, self._eos) & (col < count[:, None])
+        first_eos = torch.where(is_eos, col, width).min(1).values
+        reason = torch.where(first_eos < width, End.EOS, 0)
+        count = torch.minimum(count, first_eos + 1)
+        room = self.task.max_new_tokens - self.n_tokens[rows]
+        reason = torch.where(count > room, End.LENGTH, reason)  # an EOS past the limit is cut away
+        count = torch.minimum(count, room)
+        reason = torch.where((count == room) & (reason == 0), End.LENGTH, reason)
+        if self._stop is not None or self.task.on_token is not None:
+            count, reason = self._host(tokens, count, reason)
+        keep = col < count[:, None]
+        pos = (self.n_tokens[rows][:, None] + col).clamp_max(self.tokens.shape[1] - 1)
+        r2 = rows[:, None].expand_as(pos)
+        self.tokens[r2[keep], pos[keep]] = tokens[keep]
+        self.n_tokens.index_add_(0, rows, count)
+        self.logprob.index_add_(0, rows, torch.where(keep, logprobs, 0.0).sum(1))
+        return count, reason
+
+    def _host(self, tokens: torch.Tensor, count: torch.Tensor, reason: torch.Tensor):
+        """Stop strings and streaming: host work token by token, only when asked for."""
+        count_h, reason_h = count.tolist(), reason.tolist()
+        eos = set(self.lm.eos_token_ids)
+        for i, (r, row_tokens) in enumerate(zip(self.live.tolist(), tokens.tolist())):  # host text
+            for j, t in enumerate(row_tokens[: count_h[i]]):
+                if self.task.on_token is not None:
+                    self.task.on_token(r, t)
+                if self._stop is not None and t not in eos and self._stop.feed(r, t):
+                    count_h[i], reason_h[i] = j + 1, End.STOP
+                    break
+        return torch.tensor(count_h, device=count.device), torch.tensor(reason_h, device=reason.device)
+
+    def retire(self, reason: torch.Tensor) -> torch.Tensor | None:
+        """Record why rows ended (``reason`` per live slot, 0: goes on) and drop them. Returns the slots that stay
+        live (for the caller's cache and states), or None if no row ended."""
+        ended = reason > 0
+        if not bool(ended.any()):
+            return None
+        self.reason[self.live] = reason
+        self._save_streams()
+        live = (~ended).nonzero()[:, 0]
+        self.live = self.live[live]
+        self.done = live.numel() == 0
+        if not self.done:
+            self.rng = self.rng.select(live.cpu())
+        return live
+
+    def _save_streams(self) -> None:
+        """Write the live rows' stream counters back to ``streams`` (the record of every row's)."""
+        self.streams.counters = self.streams.counters.copy()
+        self.streams.counters[self.live.cpu().numpy()] = self.rng.counters
+
+    def resample(self, ancestors: torch.Tensor) -> torch.Tensor | None:
+        """Row i becomes a copy of row ``ancestors[i]`` (see :meth:`Decoder.resample`). Returns, for each new live
+        slot, the old slot it copies (for the caller's cache and states), or None when no row is live."""
         anc = ancestors.to(self.reason.device)
         slot = torch.full_like(self.reason, -1)
-        slot[self.rows] = torch.arange(len(self.rows), device=slot.device)  # live position of each row
+        slot[self.live] = torch.arange(len(self.live), device=slot.device)  # live slot of each row
         for name in ("tokens", "n_tokens", "logprob", "log_weight", "logq", "reason"):
             setattr(self, name, getattr(self, name)[anc])
         if self._stop is not None:
@@ -223,17 +310,28 @@ class Decoder:
         live = (self.reason == 0).nonzero()[:, 0]
         self.done = live.numel() == 0
         if self.done:
-            return
-        source = slot[anc[live]]
-        self.rows = live
-        self.batch.reorder(source)
-        self.state = self.sampler.select_state(self.state, source)
+            return None
+        self.live = live
         self.rng = self.streams.select(live.cpu())
+        return slot[anc[live]]
 
     def results(self) -> list[Generation]:
-        """One Generation per prompt, in prompt order."""
-        return make_generations(self.lm, self.task, self.tokens, self.n_tokens, self.logprob, self.log_weight,
-                                self.reason, self.counters)
+        """One Generation per row, in row order: texts decoded (without the EOS token that ended a row) and cut at stop
+        strings."""
+        counts, ids_all, reasons = self.n_tokens.tolist(), self.tokens.tolist(), self.reason.tolist()
+        logprob, log_weight = self.logprob.tolist(), self.log_weight.tolist()
+        out = []
+        for i, n in enumerate(counts):  # once per sequence, at the end
+            ids = ids_all[i][:n]
+            why = reasons[i] or End.LENGTH
+            shown = ids[:-1] if why == End.EOS else ids  # an EOS id may be an ordinary token: it is not text
+            text = self.lm.decode(shown) if self.lm.tokenizer is not None else ""
+            if why == End.STOP:
+                text = _cut_at_stop(text, self.task.stop)
+            row_counters = {name: float(total[i]) for name, total in self.counters.items()}
+            out.append(Generation(text, ids, logprob[i], log_weight[i], why in (End.EOS, End.STOP), REASONS[why],
+                                  row_counters))
+        return out
 
 
 def replicated(lm: LanguageModel, task: DecodeTask, sampler: TokenSampler, n: int) -> Decoder:
@@ -242,26 +340,6 @@ def replicated(lm: LanguageModel, task: DecodeTask, sampler: TokenSampler, n: in
     prompts = [p for p in task.prompts for _ in range(n)]
     inner = DecodeTask(prompts, task.max_new_tokens, 0, task.stop, None)
     return Decoder(lm, inner, sampler, rng=RowStreams.grouped(task.seed, len(task.prompts), n))
-
-
-def make_generations(lm: LanguageModel, task: DecodeTask, tokens: torch.Tensor, n_tokens: torch.Tensor,
-                     logprob: torch.Tensor, log_weight: torch.Tensor, reason: torch.Tensor,
-                     counters: dict[str, torch.Tensor]) -> list[Generation]:
-    """One Generation per row from a decode loop's per-row buffers (tokens [B, W], counts, sums, end reasons and
-    work counters), with texts decoded and cut at stop strings."""
-    counts, ids_all, reasons = n_tokens.tolist(), tokens.tolist(), reason.tolist()
-    logprob_h, log_weight_h = logprob.tolist(), log_weight.tolist()
-    out = []
-    for i, n in enumerate(counts):  # once per sequence, at the end
-        ids = ids_all[i][:n]
-        why = reasons[i] or LENGTH
-        text = lm.decode(ids) if lm.tokenizer is not None else ""
-        if why == STOP:
-            text = _cut_at_stop(text, task.stop)
-        row_counters = {name: float(total[i]) for name, total in counters.items()}
-        out.append(Generation(text, ids, logprob_h[i], log_weight_h[i], why in (EOS, STOP), REASONS[why],
-                              row_counters))
-    return out
 
 
 class _StopMatcher:
@@ -273,14 +351,12 @@ class _StopMatcher:
         self.vocab = lm.vocabulary
         self.tails = [b""] * n
 
-    def feed(self, rows: list[int], tokens: list[int]) -> torch.Tensor:
-        hit = torch.zeros(len(rows), dtype=torch.bool)
-        for j, (r, t) in enumerate(zip(rows, tokens)):  # host-side text matching; only with stop strings
-            piece = b"" if self.vocab.is_special[t] else self.vocab.token_bytes[t]
-            window = self.tails[r] + piece
-            hit[j] = any(s in window for s in self.stops)
-            self.tails[r] = window[-(self.keep - 1) :] if self.keep > 1 else b""
-        return hit
+    def feed(self, row: int, token: int) -> bool:
+        """Add one token to ``row``'s text; True if a stop string now ends it."""
+        piece = b"" if self.vocab.is_special[token] else self.vocab.token_bytes[token]
+        window = self.tails[row] + piece
+        self.tails[row] = window[-(self.keep - 1) :] if self.keep > 1 else b""
+        return any(s in window for s in self.stops)
 
 
 def _cut_at_stop(text: str, stop: Sequence[str]) -> str:

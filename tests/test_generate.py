@@ -70,6 +70,22 @@ def test_eos_ends_a_row_and_others_continue(llama_lm):
     assert len(out[1].token_ids) == 5 and not out[1].finished and out[1].reason == "length"
 
 
+@pytest.fixture(scope="module")
+def hash_eos_lm(llama_tokenizer):
+    """A tiny Llama whose EOS is an ordinary token: id 2 is "#" in Llama 3."""
+    from conftest import tiny_llama
+
+    assert llama_tokenizer.decode([2]) == "#"
+    return dc.LanguageModel(tiny_llama(llama_tokenizer, seed=3), llama_tokenizer, eos_token_ids=[2])
+
+
+def test_text_of_a_sequence_ended_by_an_ordinary_eos_token_leaves_it_out(hash_eos_lm):
+    """The constraint ends the text at "ab" and only EOS ("#") may follow: the text is "ab", and satisfies it."""
+    out = dc.generate(hash_eos_lm, ["x", "y"], dc.Masked(dc.Regex("ab")), max_new_tokens=8)
+    for seq in out:
+        assert seq.reason == "eos" and seq.token_ids[-1] == 2 and seq.text == "ab"
+
+
 class ForceEosOnRow0(dc.TokenSampler):
     """Terminal test sampler: EOS where the row's state says so, else greedy. State: a bool per row."""
 

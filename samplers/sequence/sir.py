@@ -106,9 +106,9 @@ class SIR(SequenceSampler):
         while not decoder.done:
             decoder.step()
         samples = decoder.results()
-        log_p = score(prompts, samples, decoder.logprob.cpu())
-        log_w = log_p - decoder.logq.cpu()
-        dead = torch.isneginf(decoder.log_weight.cpu()) | torch.isnan(log_w)  # died on the way: weight 0
+        log_p = score(prompts, samples, decoder.rows.logprob.cpu())
+        log_w = log_p - decoder.rows.logq.cpu()
+        dead = torch.isneginf(decoder.rows.log_weight.cpu()) | torch.isnan(log_w)  # died on the way: weight 0
         log_w = torch.where(dead, -math.inf, log_w).view(b, n)
         groups = RowStreams.tagged(task.seed, b, _RESAMPLING_STREAM)
         return self._results(samples, log_w, self._draw(log_w, groups))

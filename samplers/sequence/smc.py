@@ -90,27 +90,27 @@ class SMC(SequenceSampler):
         resampled: list[list[int]] = [[] for _ in range(b)]
         while not decoder.done:
             decoder.step()
-            log_w = decoder.log_weight.view(b, n)
+            log_w = decoder.rows.log_weight.view(b, n)
             sizes = ess(log_w)
             history.append(sizes)
-            running = (decoder.reason.view(b, n) == 0).any(-1)
+            running = (decoder.rows.reason.view(b, n) == 0).any(-1)
             need = running & (sizes < self.ess_threshold * n) & torch.isfinite(log_w).any(-1)
             if bool(need.any()):
                 picked = need.nonzero()[:, 0]
                 self._resample(decoder, picked, groups)
                 for g in picked.tolist():
                     resampled[g].append(len(history))
-        return self._results(decoder.results(), decoder.log_weight.view(b, n), history, resampled, groups)
+        return self._results(decoder.results(), decoder.rows.log_weight.view(b, n), history, resampled, groups)
 
     def _resample(self, decoder: Decoder, picked: torch.Tensor, groups: RowStreams) -> None:
-        b, n = decoder.log_weight.numel() // self.particles, self.particles
-        log_w = decoder.log_weight.view(b, n)[picked]
+        b, n = decoder.rows.log_weight.numel() // self.particles, self.particles
+        log_w = decoder.rows.log_weight.view(b, n)[picked]
         u = groups.uniform(n, rows=picked.cpu().numpy(), device=log_w.device)
         ancestors = torch.arange(b * n, device=log_w.device).view(b, n)
         ancestors[picked] = resample(log_w, u, self.resampling) + (picked * n)[:, None]
         mean = log_w.logsumexp(-1, keepdim=True) - math.log(n)
         decoder.resample(ancestors.view(-1))
-        decoder.log_weight.view(b, n)[picked] = mean.expand(-1, n)
+        decoder.rows.log_weight.view(b, n)[picked] = mean.expand(-1, n)
 
     def _results(self, particles: list[Generation], log_w: torch.Tensor, history: list[torch.Tensor],
                  resampled: list[list[int]], groups: RowStreams) -> list[SMCGeneration]:

@@ -31,8 +31,7 @@ from __future__ import annotations
 
 import torch
 
-from decoding.decode import EOS, LENGTH, STOP, DecodeTask, Generation, SequenceSampler, _StopMatcher, make_generations
-from decoding.kernels.random import RowStreams
+from decoding.decode import DecodeTask, End, Generation, Rows, SequenceSampler
 from decoding.kernels.sampling import inverse_cdf
 from decoding.model import LanguageModel, NodeLogprobs
 from decoding.samplers.base import TokenSampler, stateless_law
@@ -139,21 +138,12 @@ class _Run:
 
     def __init__(self, spec: Speculative, drafter: Drafter, lm: LanguageModel, task: DecodeTask):
         self.spec, self.drafter, self.lm, self.task = spec, drafter, lm, task
-        n = len(task.prompts)
         self.batch = lm.start(task.prompts)
         device = self.batch.logprobs.device
-        self.streams = RowStreams.from_seed(task.seed, n)
-        self.rng = self.streams.select(torch.arange(n))
-        self.rows = torch.arange(n, device=device)
-        width = task.max_new_tokens + spec.tree.capacity + 1
-        self.tokens = torch.zeros((n, width), dtype=torch.long, device=device)
-        self.n_tokens = torch.zeros(n, dtype=torch.long, device=device)
-        self.logprob = torch.zeros(n, dtype=torch.float64, device=device)
-        self.reason = torch.zeros(n, dtype=torch.long, device=device)
-        self.counters = {name: torch.zeros(n, dtype=torch.float64, device=device)
-                         for name in ("rounds", "draft_tokens", "accepted_tokens")}
-        self._eos = torch.tensor(lm.eos_token_ids, device=device)
-        self._stop = _StopMatcher(task.stop, lm, n) if task.stop else None
+        self.rows = Rows(lm, task, task.max_new_tokens + spec.tree.capacity + 1, device)
+        for name in ("rounds", "draft_tokens", "accepted_tokens"):
+            self.rows.count(name, torch.zeros(len(task.prompts), device=device))
+        self.state = None  # the drafter's, once the first token is known
         self.greedy = isinstance(spec.sampler.stages[-1], Greedy)
         self.shape = spec.tree.under_greedy() if self.greedy else spec.tree
 
@@ -163,29 +153,27 @@ class _Run:
 
     def generations(self) -> list[Generation]:
         if self.task.max_new_tokens == 0:
-            self._retire(torch.full_like(self.rows, LENGTH))
+            self._retire(torch.full_like(self.rows.live, int(End.LENGTH)))
         else:
             self._first_token()
-        while self.rows.numel():
+        while not self.rows.done:
             self._round()
-        return self._results()
+        return self.rows.results()
 
     def _first_token(self) -> None:
         """The prefill's distribution gives the first token; it becomes the first root."""
         raw = self.batch.logprobs
-        token = inverse_cdf(self.law(raw), self.rng.uniform(device=raw.device))
-        self._retire(self._emit(token[:, None], torch.ones_like(token), raw.gather(1, token[:, None]).double())[1])
-        if self.rows.numel():
-            contexts = [list(self.task.prompts[r]) + [int(t)] for r, t in zip(self.rows.tolist(), self._roots().tolist())]
+        token = inverse_cdf(self.law(raw), self.rows.rng.uniform(device=raw.device))
+        self._retire(self.rows.emit(token[:, None], torch.ones_like(token), raw.gather(1, token[:, None]).double())[1])
+        if not self.rows.done:
+            roots = self.rows.last_tokens().tolist()
+            contexts = [list(self.task.prompts[r]) + [t] for r, t in zip(self.rows.live.tolist(), roots)]
             self.state = self.drafter.start(contexts, self.lm.vocab_size, raw.device)
-
-    def _roots(self) -> torch.Tensor:
-        return self.tokens[self.rows, self.n_tokens[self.rows] - 1]
 
     def _round(self) -> None:
         spec = self.spec
-        tree = DraftTree(self._roots(), self.shape.capacity)
-        self.shape.grow(tree, _Bound(self.drafter, self.state), self.law, self.rng)
+        tree = DraftTree(self.rows.last_tokens(), self.shape.capacity)
+        self.shape.grow(tree, _Bound(self.drafter, self.state), self.law, self.rows.rng)
         tree.subset(tree.valid)  # padding out: the target sees only real nodes (B = 1: none at all)
         logprobs = self.batch.tree_step(tree.tokens[:, : tree.size], tree.parent[:, : tree.size],
                                         tree.valid[:, : tree.size], lazy_head=True)
@@ -198,16 +186,16 @@ class _Run:
         root = torch.zeros_like(final)[:, None]
         self.batch.commit(torch.cat([root, path], 1))
         accepted = (path >= 0).sum(1)
-        self._count("rounds", torch.ones_like(accepted))
-        self._count("draft_tokens", tree.valid[:, 1 : tree.size].sum(1))
+        self.rows.count("rounds", torch.ones_like(accepted))
+        self.rows.count("draft_tokens", tree.valid[:, 1 : tree.size].sum(1))
         self.drafter.extend(self.state, tree, path, final)
         emitted = torch.cat([tree.tokens.gather(1, path.clamp_min(0)), final[:, None]], 1)
         emitted.scatter_(1, accepted[:, None], final[:, None])  # the accepted path, then the target's own token
         at = torch.cat([torch.zeros_like(path[:, :1]), path.clamp_min(0)], 1)  # the node each token follows
         rows = torch.arange(tree.batch_size, device=final.device)
-        kept, reason = self._emit(emitted, accepted + 1,
-                                  logprobs.at(rows, at).gather(2, emitted[..., None])[..., 0].double())
-        self._count("accepted_tokens", torch.minimum(accepted, kept))  # drafts past EOS or the limit are not output
+        kept, reason = self.rows.emit(emitted, accepted + 1,
+                                      logprobs.at(rows, at).gather(2, emitted[..., None])[..., 0].double())
+        self.rows.count("accepted_tokens", torch.minimum(accepted, kept))  # drafts past EOS or the limit are not output
         self._retire(reason)
 
     def _walk(self, tree: DraftTree, logprobs: NodeLogprobs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -228,7 +216,7 @@ class _Run:
             kid_tokens = torch.where(kids >= 0, tree.tokens[active[:, None], kids.clamp_min(0)], -1)
             p = self.law(logprobs.at(active, here[:, None])[:, 0]).exp()
             q = p if tree.logq is None else tree.logq[active, here].exp()
-            u = self.rng.uniform(kids.shape[1] + 1, device=device, rows=active.cpu().numpy())
+            u = self.rows.rng.uniform(kids.shape[1] + 1, device=device, rows=active.cpu().numpy())
             choice, token = decide(self.spec.verify.law(p, q, kid_tokens), kid_tokens, u)
             took = choice >= 0
             nxt = kids.gather(1, choice.clamp_min(0)[:, None])[:, 0]
@@ -295,63 +283,14 @@ class _Run:
         q = tree.logq[:, :g].exp() if g else p[:, :0]
         drafts = torch.where(tree.valid[:, 1 : g + 1], tree.tokens[:, 1 : g + 1], -1)
         h, residual = self.spec.verify.law(p, q, drafts)
-        tau, token = self.spec.verify.decide(h, residual, self.rng.uniform(g + 2, device=device))
+        tau, token = self.spec.verify.decide(h, residual, self.rows.rng.uniform(g + 2, device=device))
         steps = torch.arange(g + 1, device=device)
         path = torch.where(steps[None, :g] < tau[:, None], steps[None, 1:].expand(b, g), -1)
         return path, token
 
-    def _count(self, name: str, value: torch.Tensor) -> None:
-        self.counters[name].index_add_(0, self.rows, value.to(torch.float64))
-
-    def _emit(self, tokens: torch.Tensor, count: torch.Tensor, lps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append each live row's ``count`` first ``tokens`` ([R, W]), cut at EOS, a stop string or the token
-        limit; returns how many each row kept and why it ends (0: it goes on), for :meth:`_retire`."""
-        rows, width = self.rows, tokens.shape[1]
-        col = torch.arange(width, device=tokens.device)
-        is_eos = torch.isin(tokens, self._eos) & (col < count[:, None])
-        first_eos = torch.where(is_eos, col, width).min(1).values
-        reason = torch.where(first_eos < width, EOS, 0)
-        count = torch.minimum(count, first_eos + 1)
-        room = self.task.max_new_tokens - self.n_tokens[rows]
-        reason = torch.where(count > room, LENGTH, reason)  # an EOS past the limit is cut away
-        count = torch.minimum(count, room)
-        reason = torch.where((count == room) & (reason == 0), LENGTH, reason)
-        if self._stop is not None or self.task.on_token is not None:
-            count, reason = self._host(tokens, count, reason)
-        keep = col < count[:, None]
-        pos = (self.n_tokens[rows][:, None] + col).clamp_max(self.tokens.shape[1] - 1)
-        r2 = rows[:, None].expand_as(pos)
-        self.tokens[r2[keep], pos[keep]] = tokens[keep]
-        self.n_tokens.index_add_(0, rows, count)
-        self.logprob.index_add_(0, rows, torch.where(keep, lps, 0.0).sum(1))
-        return count, reason
-
-    def _host(self, tokens: torch.Tensor, count: torch.Tensor, reason: torch.Tensor):
-        """Stop strings and streaming: host work token by token, only when asked for."""
-        count_h, reason_h = count.tolist(), reason.tolist()
-        for i, (r, row_tokens) in enumerate(zip(self.rows.tolist(), tokens.tolist())):  # host text, as Decoder does
-            for j, t in enumerate(row_tokens[: count_h[i]]):
-                if self.task.on_token is not None:
-                    self.task.on_token(r, t)
-                if self._stop is not None and bool(self._stop.feed([r], [t])[0]):
-                    count_h[i], reason_h[i] = j + 1, STOP
-                    break
-        return torch.tensor(count_h, device=count.device), torch.tensor(reason_h, device=reason.device)
-
     def _retire(self, reason: torch.Tensor) -> None:
-        ended = reason > 0
-        if not bool(ended.any()):
-            return
-        self.reason[self.rows] = reason
-        live = (~ended).nonzero()[:, 0]
-        self.rows = self.rows[live]
-        if live.numel() == 0:
-            return
-        self.batch.reorder(live)
-        self.rng = self.rng.select(live.cpu())
-        if hasattr(self, "state"):
-            self.state = self.drafter.select(self.state, live)
-
-    def _results(self) -> list[Generation]:
-        return make_generations(self.lm, self.task, self.tokens, self.n_tokens, self.logprob,
-                                torch.zeros_like(self.logprob), self.reason, self.counters)
+        live = self.rows.retire(reason)
+        if live is not None and not self.rows.done:
+            self.batch.reorder(live)
+            if self.state is not None:
+                self.state = self.drafter.select(self.state, live)
