@@ -68,14 +68,9 @@ import re
 from typing import Any
 from urllib.parse import unquote
 
+from decoding.constraints.re_parser import constants as _sre_c
+from decoding.constraints.re_parser import parser as _sre_p
 from decoding.constraints.regex import Regex
-
-try:  # Python >= 3.11
-    from re import _constants as _sre_c
-    from re import _parser as _sre_p
-except ImportError:  # pragma: no cover - Python 3.10
-    import sre_constants as _sre_c  # type: ignore[no-redef]
-    import sre_parse as _sre_p  # type: ignore[no-redef]
 
 __all__ = ["JsonSchema", "UnsupportedSchemaError", "schema_to_regex"]
 

@@ -32,11 +32,10 @@ import torch
 
 from decoding.constraints.automaton import ByteDFA
 from decoding.constraints.base import DEAD, Constraint, TokenConstraint
+from decoding.constraints.re_parser import parser as _sre_parser
 from decoding.kernels import automata
 
 __all__ = ["DEAD", "Regex", "TokenAutomaton"]
-
-from re import _parser as _sre_parser  # Python >= 3.11
 
 _UNSUPPORTED_OPS = {
     "GROUPREF": "backreferences",

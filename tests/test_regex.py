@@ -282,6 +282,33 @@ def test_bad_patterns(pattern, words):
         assert word in str(info.value)
 
 
+@pytest.mark.parametrize("python_310", [False, True])
+def test_re_parser_imports_on_every_python(monkeypatch, python_310):
+    """The compat module picks re._parser (3.11+), or sre_parse where re._parser is missing (Python 3.10)."""
+    import importlib.util
+    import sys
+    import types
+    from pathlib import Path
+
+    from decoding.constraints.re_parser import constants, parser
+
+    if python_310:  # no re._parser; sre_parse and sre_constants are the modules themselves (stand-ins here)
+        fakes = {name: types.ModuleType(name) for name in ("sre_parse", "sre_constants")}
+        fakes["sre_parse"].__dict__.update({k: v for k, v in vars(parser).items() if not k.startswith("__")})
+        fakes["sre_constants"].__dict__.update({k: v for k, v in vars(constants).items() if not k.startswith("__")})
+        for name, module in (("re._parser", None), ("re._constants", None), *fakes.items()):
+            monkeypatch.setitem(sys.modules, name, module)
+        monkeypatch.delattr(re, "_parser")
+        monkeypatch.delattr(re, "_constants")
+    spec = importlib.util.spec_from_file_location("re_parser_copy", Path(__file__).parents[1] / "constraints" / "re_parser.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.parser.__name__ == ("sre_parse" if python_310 else "re._parser")
+    assert module.constants.__name__ == ("sre_constants" if python_310 else "re._constants")
+    items = list(module.parser.parse("a[bc]*"))
+    assert items[0] == (module.constants.LITERAL, ord("a")) and items[1][0] is module.constants.MAX_REPEAT
+
+
 # --- token level, real vocabularies ------------------------------------------------------------------------------
 
 
