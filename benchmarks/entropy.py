@@ -22,7 +22,10 @@ from functools import partial
 
 import torch
 
-from decoding.bench import BenchConfig, Report, load_model, progress_bar
+import decoding as dc
+from decoding.bench import BenchConfig, Report, load_model
+from decoding.progress import progress_bar
+from decoding.sampler_spec import parse_sampler
 
 DESCRIPTION = (
     "Observed mean surprise (bits per token, on the distribution Mirostat receives: the model at T = 1 or 1.5) of "
@@ -44,9 +47,6 @@ REFERENCES = ("top_p=0.9", "top_h=0.4")
 
 
 def run(config: BenchConfig) -> Report:
-    import decoding as dc
-    from decoding.cli import parse_sampler
-
     lm = load_model(config)
     taus = (3.0,) if config.quick else TAUS
     new_tokens = 8 if config.quick else NEW_TOKENS

@@ -24,8 +24,8 @@ import torch
 from transformers.generation.logits_process import TopHLogitsWarper
 
 from decoding.bench import BenchConfig, Report, load_model, time_interleaved
-from decoding.cli import parse_sampler
 from decoding.kernels.random import RowStreams
+from decoding.sampler_spec import parse_sampler
 from decoding.samplers import TopH
 
 DESCRIPTION = (

@@ -25,7 +25,10 @@ import statistics
 import time
 from functools import partial
 
-from decoding.bench import BenchConfig, Report, load_model, progress_bar
+import decoding as dc
+from decoding.bench import BenchConfig, Report, load_model
+from decoding.benchmarks import dsir
+from decoding.progress import progress_bar
 
 DESCRIPTION = (
     "SIR with top-p / top-H proposals and the unmodified model as the target (ESS / n, log marginal likelihood, "
@@ -44,14 +47,10 @@ SEED = 0
 
 
 def proposals():
-    import decoding as dc
-
     return {"top-p 0.9": dc.TopP(0.9), "top-p 0.95": dc.TopP(0.95), "top-H 0.4": dc.TopH(0.4)}
 
 
 def sir_rows(lm, quick: bool, repeats: int, progress: bool) -> tuple[list[dict], dict]:
-    import decoding as dc
-
     n = QUICK_N if quick else N
     tokens = QUICK_MAX_NEW_TOKENS if quick else MAX_NEW_TOKENS
     prompts = PROMPTS[:2] if quick else PROMPTS
@@ -97,8 +96,6 @@ def _row(name: str, proposal: str, per_prompt: list[dict], sir_s: float, one_s: 
 
 
 def run(config: BenchConfig) -> Report:
-    from decoding.benchmarks import dsir
-
     lm = load_model(config)
     repeats = 1 if config.quick else (config.repeats or 3)
     rows, settings = sir_rows(lm, config.quick, repeats, config.progress)
@@ -116,8 +113,6 @@ def run(config: BenchConfig) -> Report:
 
 
 def _plot(rows: list[dict], dsir_rows: list[dict], figure) -> None:
-    from decoding.benchmarks import dsir
-
     left, right = figure.subplots(1, 2)
     names = [r["proposal"] for r in rows]
     left.bar(names, [r["ess_over_n"] for r in rows], label="ESS / n")

@@ -19,7 +19,9 @@ import time
 from dataclasses import dataclass
 from functools import partial
 
-from decoding.bench import BenchConfig, Report, load_model, progress_bar
+import decoding as dc
+from decoding.bench import BenchConfig, Report, load_model
+from decoding.progress import progress_bar
 from decoding.benchmarks.awrs import DATE, Task
 
 DESCRIPTION = (
@@ -60,8 +62,6 @@ TASKS = (
 
 
 def run(config: BenchConfig) -> Report:
-    import decoding as dc
-
     lm = load_model(config)
     seeds = range(1 if config.quick else (config.repeats or 8))
     particles = (1, 4) if config.quick else PARTICLES

@@ -43,6 +43,7 @@ Run: ``decoding bench speculative [--model PATH] [--repeats N] [--quick]``.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -51,7 +52,13 @@ from functools import partial
 
 import torch
 
-from decoding.bench import BenchConfig, Report, load_model, progress_bar
+import decoding as dc
+from decoding.bench import BenchConfig, Report, load_model
+from decoding.progress import progress_bar
+from decoding.samplers.sequence.speculative.greedy_multi_draft import GreedyMultiDraft
+from decoding.samplers.sequence.speculative.optimal import acceptance_mc, alpha_star
+from decoding.samplers.sequence.speculative.rrs import RRS, TopKVerifier
+from decoding.samplers.sequence.speculative.spectr import SpecTr
 
 DESCRIPTION = (
     "Speculative decoding with the n-gram draft (dc.NGramDraft(8)) on input-grounded and open-ended prompts at T=0 "
@@ -203,8 +210,6 @@ class ForwardCounter:
 
 
 def ours(lm, sampler) -> Runner:
-    import decoding as dc
-
     def run(text: str, max_new_tokens: int) -> tuple[list[int], int]:
         out = dc.generate(lm, text, sampler, max_new_tokens=max_new_tokens, seed=SEED)
         return list(out[0].token_ids), out.stats.forwards - 1
@@ -232,8 +237,6 @@ def hf(lm, counter: ForwardCounter, temperature: float, lookup: int | None) -> R
 
 def tree_shapes(budget: int) -> dict[str, object]:
     """Chain, binary multi-draft and dynamic tree with ``budget`` draft nodes each."""
-    import decoding as dc
-
     depth = (budget + 2).bit_length() - 2  # 2^(depth+1) - 2 = budget
     if 2 ** (depth + 1) - 2 != budget:
         raise ValueError(f"budget must be 2^(d+1) - 2 (6, 14, 30, ...) for a full binary tree, got {budget}")
@@ -243,8 +246,6 @@ def tree_shapes(budget: int) -> dict[str, object]:
 
 def cases(lm, counter: ForwardCounter, temperature: float, budgets: Sequence[int],
           lookups: Sequence[int]) -> list[Case]:
-    import decoding as dc
-
     sampler = dc.Greedy() if temperature == 0 else dc.Temperature(temperature)
     out = [Case("plain", "plain", ours(lm, sampler)), Case("HF plain", "hf", hf(lm, counter, temperature, None))]
     out += [Case(f"HF PL K={k}", "hf_lookup", hf(lm, counter, temperature, k), lookup=k) for k in lookups]
@@ -373,8 +374,6 @@ def self_draft_rows(lm, prompts: Sequence[Prompt], budget: int, max_new_tokens: 
     """Chain against dynamic tree at equal budget with a real draft distribution: the target's early exit
     (``dc.early_exit(lm, EXIT_LAYERS)``, its full head). Tokens per target forward summed over all prompts, per
     temperature; wall time as measured."""
-    import decoding as dc
-
     layers = min(EXIT_LAYERS, lm.model.config.num_hidden_layers - 1)
     draft = dc.early_exit(lm, layers)
     shapes = {"chain": dc.Chain(budget), "dynamic": dc.DynamicTree(budget=budget, max_depth=budget,
@@ -400,10 +399,6 @@ def self_draft_rows(lm, prompts: Sequence[Prompt], budget: int, max_new_tokens: 
 
 
 def verifiers() -> dict[str, object]:
-    from decoding.samplers.sequence.speculative.greedy_multi_draft import GreedyMultiDraft
-    from decoding.samplers.sequence.speculative.rrs import RRS, TopKVerifier
-    from decoding.samplers.sequence.speculative.spectr import SpecTr
-
     return {"RRS (iid)": RRS(replacement=True), "RRS without replacement": RRS(replacement=False),
             "SpecTr (iid)": SpecTr(), "greedy multi-draft": GreedyMultiDraft(), "top-k": TopKVerifier()}
 
@@ -441,13 +436,11 @@ def draft_pair(logits: torch.Tensor, support: int) -> tuple[torch.Tensor, torch.
 
 def acceptance_rows(p: torch.Tensor, q: torch.Tensor, samples: int, progress: bool) -> list[dict]:
     """Each verifier's Monte Carlo acceptance and its draft law's alpha*, per k, averaged over the rows of p, q."""
-    from decoding.samplers.sequence.speculative.optimal import acceptance_mc, alpha_star
-
     optimal: dict[tuple[str, int], torch.Tensor] = {}
     rows = []
     jobs = [(name, v, k) for name, v in verifiers().items() for k in DRAFT_COUNTS]
     for name, verifier, k in progress_bar(jobs, desc="acceptance", disable=not progress):
-        law = verifier.drafts
+        law = verifier.draws
         if (law, k) not in optimal:
             optimal[(law, k)] = alpha_star(p, q, k, law)
         alpha = optimal[(law, k)]
@@ -465,8 +458,6 @@ def acceptance_rows(p: torch.Tensor, q: torch.Tensor, samples: int, progress: bo
 
 
 def run(config: BenchConfig) -> Report:
-    import os
-
     load_at_start = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     lm = load_model(config)
     quick = config.quick

@@ -14,9 +14,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from decoding.cli import parse_sampler
 from decoding.benchmarks.samplers import SAMPLERS  # the same specs as `decoding bench samplers`
 from decoding.kernels.random import RowStreams
+from decoding.sampler_spec import parse_sampler
 
 VOCAB = 262_144
 

@@ -23,10 +23,16 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+
+import torch
+import transformers
+
+import decoding as dc
+from decoding.progress import progress_bar
 
 #: Suite name -> module holding ``run(config: BenchConfig) -> Report``. Imported only when the suite runs.
 SUITES: dict[str, str] = {
@@ -94,8 +100,6 @@ def load_suite(name: str):
 
 def load_model(config: BenchConfig):
     """``dc.load(config.model)``, with load failures turned into :class:`BenchSetupError`."""
-    import decoding as dc
-
     try:
         return dc.load(config.model, device=config.device, progress=config.progress)
     except (ValueError, ImportError, OSError) as err:
@@ -177,13 +181,6 @@ def time_interleaved(cases: Mapping[str, Callable[[], Any]], repeats: int, warmu
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def progress_bar(iterable: Iterable | None = None, **kwargs):
-    """A tqdm bar on stderr (``disable=True`` for none)."""
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, file=sys.stderr, **kwargs)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # output
 
@@ -221,14 +218,9 @@ def write_png(path: str | os.PathLike, plot: Callable[[Any], None]) -> bool:
 
 def environment() -> dict[str, Any]:
     """The machine and versions a result was measured with."""
-    import torch
-    import transformers
-
-    from decoding import __version__
-
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "decoding": __version__,
+        "decoding": dc.__version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,

@@ -1,12 +1,5 @@
 """The ``decoding`` command line: ``decoding generate``, ``decoding model``, ``decoding bench SUITE`` and
-``decoding select`` (DSIR corpus selection).
-
-Samplers are written in a small spec language, parsed by :func:`parse_sampler`: stages separated by ``|`` and
-applied left to right, each ``name`` or ``name=value``, e.g. ``"temperature=0.8|top_k=50|top_p=0.9"``,
-``"greedy"``, ``"min_p=0.05"``. A value is a comma-separated list of the sampler's parameters, by position or
-by name (``top_k=50`` is ``top_k=k=50``). The names are the keys of :data:`SAMPLERS`; a new sampler joins the
-language with one line, e.g. ``SAMPLERS["top_h"] = SamplerFactory(TopH, {"alpha": float, "top_n": int, "rule": str})``
-(then ``top_h``, ``top_h=0.4`` and ``top_h=0.4,rule=paper`` all parse).
+``decoding select`` (DSIR corpus selection). ``--sampler`` takes a spec of :mod:`decoding.sampler_spec`.
 
 Examples::
 
@@ -21,151 +14,25 @@ from __future__ import annotations
 
 import argparse
 import codecs
-import difflib
-import inspect
+import json
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
 from typing import TextIO
 
-from decoding.samplers import Chain as SamplerChain
-from decoding.samplers import (
-    Categorical, Chain, Greedy, MinP, Mirostat, Temperature, TokenSampler, TopH, TopK, TopP, Typical,
-)
+import numpy as np
+
+import decoding as dc
+from decoding import dsir
+from decoding.bench import DEFAULT_OUT, SUITES, BenchConfig, BenchSetupError, run_suite
+from decoding.default_model import prepare
+from decoding.progress import progress_bar
+from decoding.sampler_spec import known_samplers, parse_sampler
+from decoding.samplers.base import SamplerChain
 
 DEFAULT_SAMPLER = "categorical"
-
-
-class SamplerSpecError(ValueError, argparse.ArgumentTypeError):
-    """A sampler spec that does not parse: an unknown name or a bad value (argparse shows the message)."""
-
-
-class SamplerFactory:
-    """Builds a sampler from the value of ``name=value``: its parameters by position or as ``key=value``.
-
-    Args:
-        cls: the sampler class.
-        params: the parameters the spec may set, in positional order, each with its converter (``int``,
-            ``float``, ``str``). Parameters without a default in ``cls`` make the value required.
-        metavar: how help texts write the value (default: the first parameter's name in capitals).
-
-    Example:
-        >>> SamplerFactory(TopK, {"k": int})("50")
-        TopK(k=50)
-    """
-
-    def __init__(self, cls: type[TokenSampler], params: dict[str, Callable[[str], object]] | None = None,
-                 metavar: str | None = None):
-        self.cls, self.params = cls, dict(params or {})
-        self.metavar = metavar or (next(iter(self.params)).upper() if self.params else "")
-        signature = inspect.signature(cls)
-        self.required = [
-            name for name, p in signature.parameters.items()
-            if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-        ]
-
-    def usage(self, name: str) -> str:
-        """How the stage is written, e.g. ``top_k=K``."""
-        if not self.params:
-            return name
-        return f"{name}={self.metavar}" if self.required else f"{name}[={self.metavar}]"
-
-    def __call__(self, value: str | None, name: str = "") -> TokenSampler:
-        name = name or self.cls.__name__
-        kwargs: dict[str, object] = {}
-        if value is not None:
-            if not self.params:
-                raise SamplerSpecError(f"{name} takes no value, got {name}={value}")
-            names, keywords = list(self.params), False
-            for position, item in enumerate(value.split(",")):
-                key, sep, raw = item.partition("=")
-                if sep:
-                    keywords = True
-                elif keywords:
-                    raise SamplerSpecError(f"{name}={value}: a value by position after one by name")
-                elif position >= len(names):
-                    raise SamplerSpecError(f"{name}={value}: too many values; {name} takes {', '.join(names)}")
-                else:
-                    key, raw = names[position], item
-                key = key.strip()
-                if key not in self.params:
-                    raise SamplerSpecError(f"{name}: unknown parameter {key!r}; it takes {', '.join(names)}")
-                if key in kwargs:
-                    raise SamplerSpecError(f"{name}: parameter {key!r} given twice")
-                kwargs[key] = _convert(name, key, raw.strip(), self.params[key])
-        missing = [p for p in self.required if p not in kwargs]
-        if missing:
-            raise SamplerSpecError(f"{name} needs a value: {self.usage(name)}")
-        try:
-            return self.cls(**kwargs)
-        except (ValueError, TypeError) as err:  # the sampler's own message, naming the bad value
-            message = str(err)
-            raise SamplerSpecError(message if message.startswith(name) else f"{name}: {message}") from err
-
-
-def _convert(name: str, key: str, raw: str, convert: Callable[[str], object]) -> object:
-    try:
-        return convert(raw)
-    except (ValueError, TypeError):
-        what = {int: "an integer", float: "a number"}.get(convert, getattr(convert, "__name__", "a value"))
-        raise SamplerSpecError(f"{name}: {key} must be {what}, got {raw!r}") from None
-
-
-#: The sampler names of the spec language -> their factories. Extend it to add a sampler to the CLI.
-SAMPLERS: dict[str, SamplerFactory] = {
-    "greedy": SamplerFactory(Greedy),
-    "categorical": SamplerFactory(Categorical),
-    "temperature": SamplerFactory(Temperature, {"temperature": float}, metavar="T"),
-    "top_k": SamplerFactory(TopK, {"k": int}),
-    "top_p": SamplerFactory(TopP, {"p": float}),
-    "min_p": SamplerFactory(MinP, {"p": float}),
-    "typical": SamplerFactory(Typical, {"p": float}),
-    "top_h": SamplerFactory(TopH, {"alpha": float, "top_n": int, "rule": str}),
-    "mirostat": SamplerFactory(Mirostat, {"tau": float, "eta": float, "version": int, "m": int, "surprise": str}),
-}
-
-
-def parse_sampler(spec: str) -> TokenSampler:
-    """Build a token sampler from a spec such as ``"temperature=0.8|top_k=50|top_p=0.9"``.
-
-    Stages are separated by ``|`` and applied left to right; each is ``name`` or ``name=value`` with a name from
-    :data:`SAMPLERS` (``-`` may stand for ``_``). One stage gives that sampler, several a :class:`Chain`, which
-    ends in a categorical draw unless its last stage draws (``greedy``).
-
-    Raises:
-        SamplerSpecError (a ValueError): unknown name, bad value, or a drawing stage that is not the last; the
-            message names the known samplers or repeats the sampler's own complaint.
-
-    Example:
-        >>> parse_sampler("temperature=0.8|top_k=50")
-        Temperature(temperature=0.8) | TopK(k=50)
-    """
-    if not isinstance(spec, str):
-        raise TypeError(f"spec: expected a string, got {type(spec).__name__}")
-    stages = []
-    for text in spec.split("|"):
-        text = text.strip()
-        if not text:
-            raise SamplerSpecError(f"empty stage in sampler spec {spec!r}; write stages as name or name=value, "
-                                   f"separated by '|'")
-        raw_name, sep, value = text.partition("=")
-        name = raw_name.strip().lower().replace("-", "_")
-        factory = SAMPLERS.get(name)
-        if factory is None:
-            close = difflib.get_close_matches(name, SAMPLERS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise SamplerSpecError(f"unknown sampler {raw_name.strip()!r}{hint}; known samplers: {known_samplers()}")
-        stages.append(factory(value.strip() if sep else None, name))
-    if len(stages) == 1:
-        return stages[0]
-    try:
-        return Chain(stages)
-    except ValueError as err:
-        raise SamplerSpecError(f"sampler spec {spec!r}: {err}") from err
-
-
-def known_samplers() -> str:
-    """The spec language's stages, e.g. ``"categorical, greedy, min_p=P, ..."``."""
-    return ", ".join(SAMPLERS[name].usage(name) for name in sorted(SAMPLERS))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -208,17 +75,13 @@ def _stop_string(text: str) -> str:
 
 
 def _regex(text: str):
-    from decoding.constraints import Regex
-
     try:
-        return Regex(text)
+        return dc.Regex(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _json_schema_file(path: str) -> dict:
-    import json
-
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -229,14 +92,11 @@ def _json_schema_file(path: str) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from decoding import __version__
-    from decoding.bench import DEFAULT_OUT, SUITES
-
     parser = argparse.ArgumentParser(
         prog="decoding",
         description="Exact constrained, entropy-controlled and speculative decoding for Hugging Face causal LMs.",
     )
-    parser.add_argument("--version", action="version", version=f"decoding {__version__}")
+    parser.add_argument("--version", action="version", version=f"decoding {dc.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     gen = commands.add_parser(
@@ -388,8 +248,6 @@ class TextStream:
 
 
 def _generate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    import decoding as dc
-
     sampler = _constrained_sampler(parser, args)  # argument errors before any model work
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     try:
@@ -413,8 +271,6 @@ def _generate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def _constrained_sampler(parser: argparse.ArgumentParser, args: argparse.Namespace):
     """The sampler ``decoding generate`` runs: --sampler's stages, then AWRS or Masked, wrapped in SMC."""
-    import decoding as dc
-
     constraint = args.regex
     if args.json_schema is not None:
         try:
@@ -476,8 +332,6 @@ def summary(seq, stats) -> str:
 
 
 def _model(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from decoding.default_model import prepare
-
     try:
         path = prepare(progress=True)
     except ImportError as err:
@@ -488,10 +342,6 @@ def _model(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from decoding.bench import BenchConfig, BenchSetupError, run_suite
-
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         parser.error(f"--out: {str(out)!r} exists and is not a directory")
@@ -505,14 +355,6 @@ def _bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _select(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    import time
-    from pathlib import Path
-
-    import numpy as np
-
-    from decoding.bench import progress_bar
-    from decoding import dsir
-
     if args.out is not None and not Path(args.out).absolute().parent.is_dir():
         parser.error(f"--out: the directory of {args.out!r} does not exist")
     start = time.perf_counter()

@@ -55,6 +55,7 @@ import numpy as np
 
 from decoding.kernels.hashing import char_classes, dot_features, encode, ngram_buckets
 from decoding.kernels.random import RowStreams
+from decoding.progress import progress_bar
 from decoding.samplers.base import check_int
 
 EPS = 1e-8  # added to every bucket probability before the log, as data-selection does
@@ -224,8 +225,6 @@ def bucket_counts(corpus: Iterable[str], ngrams: int = 2, buckets: int = 10_000,
                   progress: bool = False, desc: str = "counting") -> tuple[np.ndarray, int]:
     """The summed feature counts of a corpus (the numerator of its gamma) and its number of documents, in one
     streaming pass: (int64 [buckets], documents)."""
-    from decoding.bench import progress_bar
-
     counts = np.zeros(buckets, dtype=np.int64)
     n = 0
     with progress_bar(desc=desc, unit=" docs", total=_length(corpus), disable=not progress) as bar:
@@ -247,8 +246,6 @@ def log_ratio(target_counts: np.ndarray, raw_counts: np.ndarray) -> np.ndarray:
 def weighted_batches(corpus: Iterable[str], ratio: np.ndarray, ngrams: int = 2, progress: bool = False,
                      desc: str = "weighting") -> Iterator[tuple[list[str], np.ndarray]]:
     """The corpus in batches, each with its documents' log weights ``feat(x) . ratio`` (float64 [D])."""
-    from decoding.bench import progress_bar
-
     with progress_bar(desc=desc, unit=" docs", total=_length(corpus), disable=not progress) as bar:
         for batch in _batches(corpus):
             features = featurize(batch, ngrams, len(ratio))

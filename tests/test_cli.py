@@ -17,7 +17,8 @@ import torch
 
 import decoding as dc
 from decoding import cli
-from decoding.cli import SAMPLERS, SamplerSpecError, main, parse_sampler
+from decoding.cli import main
+from decoding.sampler_spec import SAMPLERS, SamplerSpecError, parse_sampler
 
 from conftest import llama3_tokenizer, tiny_llama
 
@@ -69,7 +70,7 @@ def test_every_registered_name_is_tested():
 
 def test_parse_chain_keeps_order_and_parameters():
     chain = parse_sampler("temperature=0.8|top_k=50|top_p=0.9")
-    assert isinstance(chain, dc.samplers.Chain)
+    assert isinstance(chain, dc.samplers.SamplerChain)
     assert [type(s) for s in chain.stages] == [dc.Temperature, dc.TopK, dc.TopP]
     assert (chain.stages[0].temperature, chain.stages[1].k, chain.stages[2].p) == (0.8, 50, 0.9)
     ends_greedy = parse_sampler("min_p=0.1|greedy")
