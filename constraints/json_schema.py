@@ -42,15 +42,10 @@ Decisions (each one keeps the language a subset of the valid texts):
   dropped; a schema left with no value raises ``ValueError``.
 * Strings: JSON escapes ``\\" \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX``; no raw control characters; ``\\u`` escapes of
   UTF-16 surrogates are not produced (so each escape is one code point and length limits count exactly).
-  Inside a ``pattern`` each character is produced raw (or by its short escape when JSON requires one).
-* ``pattern`` uses Python ``re`` semantics (as the ``jsonschema`` package does), anchored with ``^...$`` at the
-  ends or padded with any characters otherwise; ``\\d \\w \\s`` produce their ASCII members only. Look-around,
-  back-references, inline flags and word boundaries are refused. ``pattern`` together with ``minLength``/
-  ``maxLength`` is supported when the pattern is one repeated character class or its length range already
-  satisfies the limits; other combinations are refused.
-* Numbers: ``integer`` is ``-?(0|[1-9][0-9]*)``; ``number`` adds a fraction and an exponent. With bounds,
-  integers use digit-range constructions; numbers are supported for integer-valued bounds only (written without
-  exponent), otherwise refused. ``-0`` is never produced for integers.
+  ``pattern``: see :mod:`decoding.constraints.json_pattern` (Python ``re.search`` semantics, a few refusals).
+* Numbers: ``integer`` is ``-?(0|[1-9][0-9]*)``; ``number`` adds a fraction and an exponent. Bounds are supported
+  for integers, and for numbers with integer-valued bounds only (:mod:`decoding.constraints.number_ranges`, no
+  exponent), otherwise refused.
 * ``enum``/``const`` values are written in compact JSON, filtered by the schema's other keywords.
 * Length/count limits above ``_MAX_COUNT`` (10,000) are lowered to it (a subset); regexes longer than
   ``_MAX_REGEX`` (10**6 characters) are refused with :class:`UnsupportedSchemaError`.
@@ -68,8 +63,11 @@ import re
 from typing import Any
 from urllib.parse import unquote
 
-from decoding.constraints.re_parser import constants as _sre_c
-from decoding.constraints.re_parser import parser as _sre_p
+from decoding.constraints.json_lexical import (
+    CHAR, FORMATS, INT, NUMBER, STRING, Rx, alt, dumps, format_width, group, json_literal, lit, repeat,
+)
+from decoding.constraints.json_pattern import UnsupportedPattern, pattern_content
+from decoding.constraints.number_ranges import signed_range
 from decoding.constraints.regex import Regex
 
 __all__ = ["JsonSchema", "UnsupportedSchemaError", "schema_to_regex"]
@@ -80,7 +78,6 @@ class UnsupportedSchemaError(ValueError):
 
 
 Schema = dict | bool
-Rx = str | None  # None is the empty language (no JSON text)
 
 _MAX_COUNT = 10_000  # larger length/count limits are lowered to this (a subset)
 _GENERIC_DEPTH = 2  # unconstrained values ({} / true) nest at most this deep (and at most max_depth)
@@ -104,375 +101,6 @@ _ARRAY_KW = ("items", "prefixItems", "additionalItems", "minItems", "maxItems", 
 _STRING_KW = ("minLength", "maxLength", "pattern", "format")
 _NUMBER_KW = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 _TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
-
-# ---------------------------------------------------------------------------------------------------------------
-# Lexical pieces
-_HEX = "[0-9a-fA-F]"
-_NON_SURROGATE_U = f"(?:[0-9a-cA-Ce-fE-F]{_HEX}{{3}}|[dD][0-7]{_HEX}{{2}})"
-_CHAR = rf'(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u{_NON_SURROGATE_U})'
-_STRING = f'"{_CHAR}*"'
-_INT = "-?(?:0|[1-9][0-9]*)"
-_NUMBER = rf"{_INT}(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
-_ANY_FRACTION = r"(?:\.[0-9]+)?"
-_ZERO_FRACTION = r"(?:\.0+)?"
-_NONZERO_FRACTION = r"\.[0-9]*[1-9][0-9]*"
-
-_DAY29 = "0[1-9]|1[0-9]|2[0-9]"
-_YEAR = "(?:[1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])"  # year 0000 does not exist
-_DATE = (
-    f"{_YEAR}-(?:(?:0[13578]|1[02])-(?:{_DAY29}|3[01])|(?:0[469]|11)-(?:{_DAY29}|30)"
-    "|02-(?:0[1-9]|1[0-9]|2[0-8]))"
-)  # February 29 is not produced (leap years are not expressible compactly): a subset
-_TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
-_ATOM = r"[a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]+"
-_LABEL = "[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
-_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-_FORMATS = {
-    "date": _DATE,
-    "time": _TIME,
-    "date-time": f"{_DATE}T{_TIME}",
-    "email": rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})+",
-    "uuid": f"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}",
-    "uri": r"[a-zA-Z][a-zA-Z0-9+.-]*:(?:[a-zA-Z0-9._~:/?#@!$&'()*+,;=-]|%[0-9a-fA-F]{2})+",
-    "ipv4": rf"{_OCTET}(?:\.{_OCTET}){{3}}",
-}
-_FORMATS["url"] = _FORMATS["uri"]  # common non-standard spelling
-
-_META = set(".^$*+?{}[]\\|()")
-_SHORT_ESCAPES = {0x22: '\\\\"', 0x5C: r"\\\\", 0x08: r"\\b", 0x0C: r"\\f", 0x0A: r"\\n", 0x0D: r"\\r", 0x09: r"\\t"}
-
-
-def _lit(text: str) -> str:
-    """Regex matching exactly ``text`` (escapes that both ``re`` and interegular understand)."""
-    out = []
-    for ch in text:
-        if ch in _META:
-            out.append("\\" + ch)
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def _group(rx: str) -> str:
-    return f"(?:{rx})"
-
-
-def _alt(options: list[Rx]) -> Rx:
-    """Alternation of the non-empty languages; None when all are empty."""
-    kept = list(dict.fromkeys(o for o in options if o is not None))
-    if not kept:
-        return None
-    if "" in kept and len(kept) > 1:
-        return _group(_alt([o for o in kept if o])) + "?"
-    return kept[0] if len(kept) == 1 else _group("|".join(kept))
-
-
-def _repeat(rx: str, lo: int, hi: int | None) -> str:
-    if (lo, hi) == (0, None):
-        return f"{_group(rx)}*"
-    if (lo, hi) == (1, None):
-        return f"{_group(rx)}+"
-    if (lo, hi) == (0, 1):
-        return f"{_group(rx)}?"
-    if hi == lo:
-        return "" if lo == 0 else (rx if lo == 1 else f"{_group(rx)}{{{lo}}}")
-    return f"{_group(rx)}{{{lo},{'' if hi is None else hi}}}"
-
-
-def _json_literal(value: Any) -> str:
-    return _lit(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Integer and decimal ranges
-
-
-def _digits_range(lo: str, hi: str) -> str:
-    """Regex for the decimal strings of equal length ``n`` between ``lo`` and ``hi`` (inclusive, digit-wise)."""
-    if not lo:
-        return ""
-    if lo == hi:
-        return lo
-    n = len(lo) - 1
-    a, b = int(lo[0]), int(hi[0])
-    if a == b:
-        return lo[0] + _digits_range(lo[1:], hi[1:])
-    parts = []
-    low_full, high_full = lo[1:] == "0" * n, hi[1:] == "9" * n
-    first = a if low_full else a + 1
-    last = b if high_full else b - 1
-    if not low_full:
-        parts.append(lo[0] + _group(_digits_range(lo[1:], "9" * n)) if n else lo[0])
-    if first <= last:
-        cls = str(first) if first == last else f"[{first}-{last}]"
-        parts.append(cls + ("[0-9]" + (f"{{{n}}}" if n > 1 else "") if n else ""))
-    if not high_full:
-        parts.append(hi[0] + _group(_digits_range("0" * n, hi[1:])) if n else hi[0])
-    return _group("|".join(parts)) if len(parts) > 1 else parts[0]
-
-
-def _natural_range(lo: int, hi: int | None) -> Rx:
-    """Regex for the canonical decimal writings of the integers in ``[lo, hi]`` (``lo >= 0``; hi None = infinity)."""
-    if hi is not None and hi < lo:
-        return None
-    parts = []
-    top_len = len(str(hi)) if hi is not None else len(str(lo))
-    for length in range(len(str(lo)), top_len + 1):
-        a = lo if length == len(str(lo)) else 10 ** (length - 1)
-        b = hi if (hi is not None and length == len(str(hi))) else 10**length - 1
-        parts.append(_digits_range(str(a), str(b)))
-    if hi is None:
-        parts.append(f"[1-9][0-9]{{{top_len},}}")
-    return _alt(parts)
-
-
-def _magnitude(a: int, a_ex: bool, b: int | None, b_ex: bool, fractions: bool) -> Rx:
-    """Non-negative decimals m with a <(=) m <(=) b, written without exponent (integers only unless fractions)."""
-    if not fractions:
-        lo = a + 1 if a_ex else a
-        hi = None if b is None else (b - 1 if b_ex else b)
-        return _natural_range(lo, hi)
-    if b is not None and (b < a or (b == a and (a_ex or b_ex))):
-        return None
-    if b is not None and b == a:
-        return str(a) + _ZERO_FRACTION
-    parts: list[Rx] = [str(a) + (_NONZERO_FRACTION if a_ex else _ANY_FRACTION)]
-    middle = _natural_range(a + 1, None if b is None else b - 1)
-    if middle is not None:
-        parts.append(_group(middle) + _ANY_FRACTION)
-    if b is not None and not b_ex:
-        parts.append(str(b) + _ZERO_FRACTION)
-    return _alt(parts)
-
-
-def _signed_range(lo: int | None, lo_ex: bool, hi: int | None, hi_ex: bool, fractions: bool) -> Rx:
-    """Numbers x with lo <(=) x <(=) hi (integer bounds, None = unbounded)."""
-    parts: list[Rx] = []
-    if hi is None or hi > 0 or (hi == 0 and not hi_ex):  # x >= 0 part
-        a, a_ex = (lo, lo_ex) if lo is not None and lo >= 0 else (0, False)
-        parts.append(_magnitude(a, a_ex, hi, hi_ex, fractions))
-    if lo is None or lo < 0:  # x < 0 part, written -m with m > 0
-        if hi is not None and hi < 0:
-            a, a_ex = -hi, hi_ex
-        else:
-            a, a_ex = 0, True
-        neg = _magnitude(a, a_ex, None if lo is None else -lo, lo_ex, fractions)
-        parts.append(None if neg is None else "-" + _group(neg))
-    return _alt(parts)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Character sets (for `pattern`)
-
-_MAX_CP = 0x10FFFF
-_FORBIDDEN = [(0x00, 0x1F), (0x22, 0x22), (0x5C, 0x5C)]  # must be escaped inside a JSON string
-_CATEGORIES = {  # ASCII members only: a subset of Python's Unicode classes
-    "CATEGORY_DIGIT": [(0x30, 0x39)],
-    "CATEGORY_WORD": [(0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)],
-    "CATEGORY_SPACE": [(0x09, 0x0D), (0x20, 0x20)],
-}
-_ASCII = [(0, 0x7F)]
-
-
-def _normalise(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for lo, hi in sorted(ranges):
-        if out and lo <= out[-1][1] + 1:
-            out[-1] = (out[-1][0], max(out[-1][1], hi))
-        else:
-            out.append((lo, hi))
-    return out
-
-
-def _complement(ranges: list[tuple[int, int]], universe: list[tuple[int, int]] | None = None) -> list:
-    universe = universe or [(0, _MAX_CP)]
-    out, ranges = [], _normalise(ranges)
-    for ulo, uhi in universe:
-        cur = ulo
-        for lo, hi in ranges:
-            if hi < cur or lo > uhi:
-                continue
-            if lo > cur:
-                out.append((cur, lo - 1))
-            cur = max(cur, hi + 1)
-        if cur <= uhi:
-            out.append((cur, uhi))
-    return _normalise(out)
-
-
-def _intersect(a: list, b: list) -> list:
-    return _complement(_complement(a) + _complement(b))
-
-
-def _class_char(cp: int) -> str:
-    ch = chr(cp)
-    if ch in "\\]^-[":
-        return "\\" + ch
-    if cp < 0x20 or cp == 0x7F:
-        return f"\\x{cp:02x}"
-    return ch
-
-
-def _class_body(ranges: list[tuple[int, int]]) -> str:
-    return "".join(_class_char(lo) if lo == hi else f"{_class_char(lo)}-{_class_char(hi)}" for lo, hi in ranges)
-
-
-def _charset_rx(ranges: list[tuple[int, int]]) -> Rx:
-    """Regex for one JSON-string character (raw or escaped) whose decoded value lies in ``ranges``."""
-    ranges = _normalise(ranges)
-    safe = _intersect(ranges, _complement(_FORBIDDEN))
-    options: list[Rx] = []
-    if len(safe) == 1 and safe[0][0] == safe[0][1]:
-        options.append(_lit(chr(safe[0][0])))
-    elif safe and safe[-1][1] == _MAX_CP:  # mostly everything: a negated class is far smaller
-        options.append(f"[^{_class_body(_complement(safe))}]")
-    elif safe:
-        options.append(f"[{_class_body(safe)}]")
-    members = lambda cp: any(lo <= cp <= hi for lo, hi in ranges)  # noqa: E731
-    if all(members(cp) for cp in range(0x20)):
-        options.append(rf"\\(?:[bfnrt]|u00[01]{_HEX})")
-        controls: list[int] = []
-    else:
-        controls = [cp for cp in range(0x20) if members(cp)]
-    for cp in controls + [0x22, 0x5C, 0x2F]:
-        if not members(cp):
-            continue
-        hexs = "".join(f"[{d.lower()}{d.upper()}]" if d.isalpha() else d for d in f"{cp:04x}")
-        short = _SHORT_ESCAPES.get(cp, r"\\/" if cp == 0x2F else None)
-        options.append(short if cp in (0x22, 0x5C, 0x2F) else _alt([short, r"\\u" + hexs]))
-    return _alt(options)
-
-
-_BEGIN = ((_sre_c.AT, _sre_c.AT_BEGINNING), (_sre_c.AT, _sre_c.AT_BEGINNING_STRING))
-_END = ((_sre_c.AT, _sre_c.AT_END), (_sre_c.AT, _sre_c.AT_END_STRING))
-
-
-class _PatternTranslator:
-    """Translate a Python-syntax regex over decoded characters into one over JSON string contents."""
-
-    def __init__(self, pattern: str, ptr: str):
-        self.pattern, self.ptr = pattern, ptr
-        try:
-            self.parsed = _sre_p.parse(pattern)
-        except (re.error, OverflowError, RecursionError) as exc:
-            raise UnsupportedSchemaError(f"unsupported keyword 'pattern' at {_at(ptr)}: {pattern!r} ({exc})") from None
-        flags = self.parsed.state.flags
-        if flags & (re.IGNORECASE | re.MULTILINE | re.LOCALE | re.ASCII):
-            self.fail("inline flags")
-        self.dotall = bool(flags & re.DOTALL)
-
-    def fail(self, what: str) -> None:
-        raise UnsupportedSchemaError(f"unsupported keyword 'pattern' at {_at(self.ptr)}: {what} in {self.pattern!r}")
-
-    def translate(self, items: list) -> tuple[Rx, bool, bool]:
-        """(regex of ``items`` without edge anchors, anchored at start, anchored at end)."""
-        begin = bool(items) and items[0] in _BEGIN
-        items = items[1:] if begin else items
-        end = bool(items) and items[-1] in _END
-        items = items[:-1] if end else items
-        return self.seq(items), begin, end
-
-    def content(self) -> Rx:
-        """Regex for JSON string contents whose decoded text contains a match (``re.search`` semantics)."""
-        return self.edges(list(self.parsed), True, True)
-
-    def edges(self, items: list, left: bool, right: bool) -> Rx:
-        """``items`` padded with any characters on the open sides; anchors are honoured at the edges, including
-        inside alternations that sit at an edge (``^a$|^b$``)."""
-        if items and items[0] in _BEGIN:
-            items, left = items[1:], False
-        if items and items[-1] in _END:
-            items, right = items[:-1], False
-        if len(items) == 1 and items[0][0] is _sre_c.BRANCH and (left or right):
-            return _alt([self.edges(list(branch), left, right) for branch in items[0][1][1]])
-        if len(items) > 1 and left and items[0][0] is _sre_c.BRANCH:
-            head, tail = self.edges(items[:1], left, False), self.edges(items[1:], False, right)
-            return None if head is None or tail is None else head + tail
-        if len(items) > 1 and right and items[-1][0] is _sre_c.BRANCH:
-            head, tail = self.edges(items[:-1], left, False), self.edges(items[-1:], False, right)
-            return None if head is None or tail is None else head + tail
-        core = self.seq(items)
-        pad = f"{_CHAR}*"
-        return None if core is None else f"{pad if left else ''}{core}{pad if right else ''}"
-
-    def seq(self, items: list) -> Rx:
-        out = []
-        for op, av in items:
-            rx = self.item(op, av)
-            if rx is None:
-                return None
-            out.append(rx)
-        return "".join(out)
-
-    def item(self, op: Any, av: Any) -> Rx:
-        c = _sre_c
-        if op is c.LITERAL:
-            return _charset_rx([(av, av)])
-        if op is c.NOT_LITERAL:
-            return _charset_rx(_complement([(av, av)]))
-        if op is c.ANY:
-            return _charset_rx([(0, _MAX_CP)] if self.dotall else _complement([(0x0A, 0x0A)]))
-        if op is c.IN:
-            return _charset_rx(self.charset(av))
-        if op is c.BRANCH:
-            return _alt([self.seq(list(branch)) for branch in av[1]])
-        if op is c.SUBPATTERN:
-            _, add_flags, del_flags, sub = av
-            if add_flags or del_flags:
-                self.fail("inline flags")
-            inner = self.seq(list(sub))
-            return None if inner is None else _group(inner)
-        if op in (c.MAX_REPEAT, c.MIN_REPEAT):  # laziness does not change the language of re.search
-            lo, hi, sub = av
-            inner = self.seq(list(sub))
-            hi = None if hi == c.MAXREPEAT else hi
-            if inner is None:
-                return "" if lo == 0 else None
-            return _repeat(inner, lo, hi) if inner else ""
-        if op is c.AT:
-            self.fail("anchor or word boundary not at the pattern's ends")
-        if op in (c.ASSERT, c.ASSERT_NOT):
-            self.fail("look-around")
-        if op in (c.GROUPREF, c.GROUPREF_EXISTS):
-            self.fail("back-reference")
-        self.fail(f"construct {op}")
-        return None  # unreachable
-
-    def charset(self, items: list) -> list[tuple[int, int]]:
-        c = _sre_c
-        negate, ranges, ascii_only = False, [], False
-        for op, av in items:
-            if op is c.NEGATE:
-                negate = True
-            elif op is c.LITERAL:
-                ranges.append((av, av))
-            elif op is c.RANGE:
-                ranges.append(av)
-            elif op is c.CATEGORY:
-                name = str(av)
-                base = name.replace("CATEGORY_NOT_", "CATEGORY_")
-                if base not in _CATEGORIES:
-                    self.fail(f"character category {name}")
-                if name.startswith("CATEGORY_NOT_"):
-                    ranges += _complement(_CATEGORIES[base], _ASCII)
-                    ascii_only = True
-                else:
-                    ranges += _CATEGORIES[base]
-                    ascii_only = ascii_only or negate
-            else:
-                self.fail(f"character class item {op}")
-        if negate:
-            ranges = _complement(ranges)
-            ascii_only = ascii_only or any(op is c.CATEGORY for op, _ in items)
-        if ascii_only:  # Python's Unicode \d \w \s differ from their ASCII members: stay inside ASCII
-            ranges = _intersect(ranges, _ASCII)
-        return ranges
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Schema helpers
 
 
 def _load(schema: dict | str | bool) -> Schema:
@@ -535,43 +163,43 @@ def _count(schema: dict, key: str, ptr: str, default: int | None) -> int | None:
 class _Translator:
     def __init__(self, root: Schema, whitespace: str, max_depth: int):
         self.root, self.max_depth = root, max_depth
-        self.ws = _group(whitespace) if whitespace else ""
+        self.ws = group(whitespace) if whitespace else ""
         self.generic_depth = min(max_depth, _GENERIC_DEPTH)
         self._any_cache: dict[int, str] = {}
 
     # -- tokens ------------------------------------------------------------------------------------------------
     def tok(self, char: str) -> str:
         """A structural character with optional whitespace around it."""
-        return f"{self.ws}{_lit(char)}{self.ws}"
+        return f"{self.ws}{lit(char)}{self.ws}"
 
     def any_value(self, depth: int) -> str:
         if depth not in self._any_cache:
-            options = [_STRING, _NUMBER, "true", "false", "null"]
+            options = [STRING, NUMBER, "true", "false", "null"]
             if depth > 0:
                 inner = self.any_value(depth - 1)
                 options.append(self.array_of(inner, 0, None))
                 options.append(self.generic_object(inner, 0, None))
-            self._any_cache[depth] = _group("|".join(options))
+            self._any_cache[depth] = group("|".join(options))
         return self._any_cache[depth]
 
     def array_of(self, item: Rx, lo: int, hi: int | None) -> Rx:
-        open_, close, comma = _lit("[") + self.ws, self.ws + _lit("]"), self.tok(",")
+        open_, close, comma = lit("[") + self.ws, self.ws + lit("]"), self.tok(",")
         if hi is not None and hi < lo:
             return None
         if item is None or hi == 0:
             return open_ + close if lo == 0 else None
-        body = item + _repeat(comma + item, max(lo - 1, 0), None if hi is None else hi - 1)
-        return open_ + (body if lo > 0 else f"{_group(body)}?") + close
+        body = item + repeat(comma + item, max(lo - 1, 0), None if hi is None else hi - 1)
+        return open_ + (body if lo > 0 else f"{group(body)}?") + close
 
-    def generic_object(self, value: Rx, lo: int, hi: int | None, key: str = _STRING) -> Rx:
+    def generic_object(self, value: Rx, lo: int, hi: int | None, key: str = STRING) -> Rx:
         if hi is not None and hi < lo:
             return None
-        open_, close = _lit("{") + self.ws, self.ws + _lit("}")
+        open_, close = lit("{") + self.ws, self.ws + lit("}")
         if value is None or hi == 0:
             return open_ + close if lo == 0 else None
         pair = key + self.tok(":") + value
-        body = pair + _repeat(self.tok(",") + pair, max(lo - 1, 0), None if hi is None else hi - 1)
-        return open_ + (body if lo > 0 else f"{_group(body)}?") + close
+        body = pair + repeat(self.tok(",") + pair, max(lo - 1, 0), None if hi is None else hi - 1)
+        return open_ + (body if lo > 0 else f"{group(body)}?") + close
 
     # -- references and merging -----------------------------------------------------------------------------------
     def resolve(self, ref: Any, ptr: str) -> Schema:
@@ -685,7 +313,7 @@ class _Translator:
             return self.build_any_of(schema, ptr, stack)
         if "enum" in schema or "const" in schema:
             return self.build_enum(schema, ptr, stack)
-        return _alt([self.build_type(t, schema, ptr, stack) for t in self.types(schema, ptr)])
+        return alt([self.build_type(t, schema, ptr, stack) for t in self.types(schema, ptr)])
 
     def build_all_of(self, schema: dict, ptr: str, stack: tuple) -> Rx:
         subs = schema["allOf"]
@@ -717,7 +345,7 @@ class _Translator:
                 options.append(self.build(self.merge(siblings, branch, bptr), bptr, bstack))
             else:
                 options.append(self.build(branch, bptr, stack))
-        return _alt(options)
+        return alt(options)
 
     def build_enum(self, schema: dict, ptr: str, stack: tuple) -> Rx:
         values = [schema["const"]] if "const" in schema else schema["enum"]
@@ -728,10 +356,10 @@ class _Translator:
         rest = {k: v for k, v in schema.items() if k not in ("enum", "const")}
         if _constraining(rest):
             checker = _Translator(self.root, "", self.max_depth).build(rest, ptr, stack)
-            checked = [] if checker is None else [v for v in values if re.fullmatch(checker, _dumps(v))]
+            checked = [] if checker is None else [v for v in values if re.fullmatch(checker, dumps(v))]
         else:
             checked = values
-        return _alt([_json_literal(v) for v in checked])
+        return alt([json_literal(v) for v in checked])
 
     def types(self, schema: dict, ptr: str) -> list[str]:
         declared = schema.get("type")
@@ -769,16 +397,16 @@ class _Translator:
         lo, lo_ex = _number_bound(schema, ptr, lower=True)
         hi, hi_ex = _number_bound(schema, ptr, lower=False)
         if lo is None and hi is None:
-            return _INT if integer else _NUMBER
+            return INT if integer else NUMBER
         if integer:  # round bounds inwards to integers, inclusive
             ilo = None if lo is None else (math.floor(lo) + 1 if lo_ex else math.ceil(lo))
             ihi = None if hi is None else (math.ceil(hi) - 1 if hi_ex else math.floor(hi))
-            return _signed_range(ilo, False, ihi, False, fractions=False)
+            return signed_range(ilo, False, ihi, False, fractions=False)
         for name, bound in (("minimum", lo), ("maximum", hi)):
             if bound is not None and bound != int(bound):
                 raise UnsupportedSchemaError(
                     f"unsupported keyword '{name}' at {_at(ptr)}: non-integer bound {bound!r} for type number")
-        return _signed_range(None if lo is None else int(lo), lo_ex, None if hi is None else int(hi), hi_ex,
+        return signed_range(None if lo is None else int(lo), lo_ex, None if hi is None else int(hi), hi_ex,
                              fractions=True)
 
     def build_string(self, schema: dict, ptr: str) -> Rx:
@@ -789,45 +417,24 @@ class _Translator:
         has_len = min_len > 0 or max_len is not None
         if "format" in schema:
             fmt = schema["format"]
-            if fmt not in _FORMATS:
+            if fmt not in FORMATS:
                 raise UnsupportedSchemaError(f"unsupported keyword 'format' at {_at(ptr)}: unknown format {fmt!r}")
-            width = _sre_p.parse(_FORMATS[fmt]).getwidth()
+            width = format_width(fmt)
             if "pattern" in schema or (has_len and not (min_len <= width[0] and (max_len is None or width[1] <= max_len))):
                 raise UnsupportedSchemaError(
                     f"unsupported keyword 'format' at {_at(ptr)}: combined with pattern or length limits")
-            return f'"{_FORMATS[fmt]}"'
+            return f'"{FORMATS[fmt]}"'
         if "pattern" in schema:
             return self.build_pattern(schema["pattern"], min_len, max_len, ptr)
-        return f'"{_repeat(_CHAR, min_len, max_len)}"'
+        return f'"{repeat(CHAR, min_len, max_len)}"'
 
     def build_pattern(self, pattern: Any, min_len: int, max_len: int | None, ptr: str) -> Rx:
         if not isinstance(pattern, str):
             raise ValueError(f"'pattern' at {_at(ptr)} must be a string")
-        translator = _PatternTranslator(pattern, ptr)
-        has_len = min_len > 0 or max_len is not None
-        if has_len:
-            core, begin, end = translator.translate(list(translator.parsed))
-            if core is None:
-                return None
-            items = list(translator.parsed)[int(begin):len(translator.parsed) - int(end)]
-            lo, hi = _sre_p.SubPattern(translator.parsed.state, items).getwidth()
-            if begin and end and min_len <= lo and (max_len is None or hi <= max_len):
-                pass  # the pattern's own length range already satisfies the limits
-            elif begin and end and len(items) == 1 and items[0][0] is _sre_c.MAX_REPEAT \
-                    and len(items[0][1][2]) == 1 and items[0][1][2][0][0] in (_sre_c.IN, _sre_c.LITERAL, _sre_c.ANY,
-                                                                              _sre_c.NOT_LITERAL):
-                rlo, rhi, sub = items[0][1]
-                rhi = None if rhi == _sre_c.MAXREPEAT else rhi
-                new_lo = max(rlo, min_len)
-                new_hi = max_len if rhi is None else (rhi if max_len is None else min(rhi, max_len))
-                if new_hi is not None and new_hi < new_lo:
-                    return None
-                char = translator.item(*sub[0])
-                return None if char is None else f'"{_repeat(char, new_lo, new_hi)}"'
-            else:
-                raise UnsupportedSchemaError(
-                    f"unsupported keyword 'pattern' at {_at(ptr)}: combined with minLength/maxLength")
-        content = translator.content()
+        try:
+            content = pattern_content(pattern, min_len, max_len)
+        except UnsupportedPattern as exc:
+            raise UnsupportedSchemaError(f"unsupported keyword 'pattern' at {_at(ptr)}: {exc}") from None
         return None if content is None else f'"{content}"'
 
     # -- containers ------------------------------------------------------------------------------------------------
@@ -860,16 +467,16 @@ class _Translator:
         elif rest is None:
             tail = "" if extra_lo == 0 else None
         else:
-            tail = _repeat(comma + rest, extra_lo, extra_hi)
+            tail = repeat(comma + rest, extra_lo, extra_hi)
         # tail after j >= 1 items: stop, or one more prefix item and its tail
         for j in range(k - 1, 0, -1):
             more = None if (tail is None or prefix[j] is None) else comma + prefix[j] + tail
-            tail = _alt(["" if j >= lo and (hi is None or j <= hi) else None, more])
+            tail = alt(["" if j >= lo and (hi is None or j <= hi) else None, more])
         first = None if tail is None or prefix[0] is None else prefix[0] + tail
-        open_, close = _lit("[") + self.ws, self.ws + _lit("]")
+        open_, close = lit("[") + self.ws, self.ws + lit("]")
         if first is None:
             return open_ + close if lo == 0 else None
-        return open_ + (f"{_group(first)}?" if lo == 0 else first) + close
+        return open_ + (f"{group(first)}?" if lo == 0 else first) + close
 
     def build_object(self, schema: dict, ptr: str, stack: tuple) -> Rx:
         props = schema.get("properties", {})
@@ -895,14 +502,14 @@ class _Translator:
                 if req:
                     return None
                 continue
-            pairs.append((_json_literal(name) + self.tok(":") + value, req))
+            pairs.append((json_literal(name) + self.tok(":") + value, req))
         n_req = sum(req for _, req in pairs)
         if lo > n_req or (hi is not None and hi < len(pairs)):
             raise UnsupportedSchemaError(
                 f"unsupported keyword '{'minProperties' if lo > n_req else 'maxProperties'}' at {_at(ptr)}: "
                 "not implied by the listed properties")
         body = self.object_body(pairs)
-        return _lit("{") + self.ws + body + self.ws + _lit("}")
+        return lit("{") + self.ws + body + self.ws + lit("}")
 
     def member_schema(self, schema: dict, name: str, ptr: str, stack: tuple) -> tuple[Schema | None, str, tuple]:
         """What constrains member ``name``: its ``properties`` entry and every ``patternProperties`` entry whose
@@ -940,7 +547,10 @@ class _Translator:
                 f"unsupported keyword 'patternProperties' at {_at(ptr)}: several patterns without listed properties")
         (pat, sub), = patterns.items()
         sub_ptr = f"{ptr}/patternProperties/{_esc_ptr(pat)}"
-        key = _PatternTranslator(pat, sub_ptr).content() if isinstance(pat, str) else None
+        try:
+            key = pattern_content(pat) if isinstance(pat, str) else None
+        except UnsupportedPattern as exc:
+            raise UnsupportedSchemaError(f"unsupported keyword 'pattern' at {_at(sub_ptr)}: {exc}") from None
         if key is None:
             return self.generic_object(None, lo, hi)
         return self.generic_object(self.build(sub, sub_ptr, stack), lo, hi, key=f'"{key}"')
@@ -956,16 +566,12 @@ class _Translator:
         nonempty: Rx = None
         can_be_empty = True
         for rx, req in pairs:
-            extend = None if nonempty is None else nonempty + (comma + rx if req else f"{_group(comma + rx)}?")
-            nonempty = _alt([extend, rx if can_be_empty else None])
+            extend = None if nonempty is None else nonempty + (comma + rx if req else f"{group(comma + rx)}?")
+            nonempty = alt([extend, rx if can_be_empty else None])
             can_be_empty = can_be_empty and not req
         if nonempty is None:
             return ""
-        return f"{_group(nonempty)}?" if can_be_empty else nonempty
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        return f"{group(nonempty)}?" if can_be_empty else nonempty
 
 
 def schema_to_regex(schema: dict | str, whitespace: str | None = None, max_depth: int = 3) -> str:
