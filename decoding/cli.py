@@ -74,6 +74,17 @@ def _stop_string(text: str) -> str:
     return "".join(out)
 
 
+def _checkpoint(text: str) -> str:
+    """--model: a checkpoint directory or a hub id ``org/model``, the names ``dc.load`` accepts; checked here so that
+    the message says how the command line asks for the default model."""
+    path = Path(text).expanduser()
+    hub_id = text.count("/") == 1 and not path.suffix and not text.startswith((".", "/", "~"))
+    if text and (path.is_dir() or hub_id):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is neither a checkpoint directory nor a hub id of the form "
+                                     "'org/model' (leave out --model for the default model)")
+
+
 def _regex(text: str):
     try:
         return dc.Regex(text)
@@ -104,8 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate a continuation of PROMPT and stream it to stdout; a one-line summary (tokens, "
                     "tokens/s, forwards, why it ended, model log-probability) goes to stderr.",
     )
-    gen.add_argument("prompt", help="the prompt text ('-' reads it from stdin)")
-    gen.add_argument("--model", metavar="PATH", default=None,
+    gen.add_argument("prompt", help="the prompt text ('-' reads it from stdin, without its final newline)")
+    gen.add_argument("--model", metavar="PATH", type=_checkpoint, default=None,
                      help="HF checkpoint directory or hub id (default: the embedded Gemma 3 270M)")
     gen.add_argument("--sampler", metavar="SPEC", type=parse_sampler, default=DEFAULT_SAMPLER,
                      help="stages separated by '|', applied left to right, e.g. 'temperature=0.8|top_k=50|top_p=0.9'"
@@ -135,30 +146,30 @@ def build_parser() -> argparse.ArgumentParser:
                              help="sequential Monte Carlo with N particles; prints the posterior draw (no streaming)")
     constrained.add_argument("--ess-threshold", metavar="F", type=float, default=0.5,
                              help="SMC resamples when ESS < F * N (default: 0.5)")
-    gen.set_defaults(handler=_generate)
+    gen.set_defaults(handler=partial(_generate, gen))
 
     model = commands.add_parser(
         "model", help="prepare the embedded default model and print its directory",
         description="Convert the embedded default model (Gemma 3 270M, from its PyPI packages) once into the "
                     "cache directory, and print that directory.",
     )
-    model.set_defaults(handler=_model)
+    model.set_defaults(handler=partial(_model, model))
 
     bench = commands.add_parser(
         "bench", help="run a benchmark suite: prints a table, writes SUITE.json and SUITE.png",
-        description="Run a benchmark suite from decoding.benchmarks. Suites report ratios (overhead %%, speedups) "
+        description="Run a benchmark suite from decoding.benchmarks. Suites report ratios (overhead %, speedups) "
                     "with medians over repeats.",
     )
     bench.add_argument("suite", metavar="SUITE", choices=sorted(SUITES),
                        help=f"one of: {', '.join(sorted(SUITES))}")
-    bench.add_argument("--model", metavar="PATH", default=None,
+    bench.add_argument("--model", metavar="PATH", type=_checkpoint, default=None,
                        help="HF checkpoint directory or hub id (default: the embedded Gemma 3 270M)")
     bench.add_argument("--out", metavar="DIR", default=DEFAULT_OUT, help=f"output directory (default: {DEFAULT_OUT})")
     bench.add_argument("--repeats", metavar="N", type=_positive_int, default=None,
                        help="timed repetitions per case (default: the suite's)")
     bench.add_argument("--quick", action="store_true", help="few repeats: a smoke run, not a measurement")
     bench.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    bench.set_defaults(handler=_bench)
+    bench.set_defaults(handler=partial(_bench, bench))
 
     select = commands.add_parser(
         "select", help="draw K documents of a raw corpus that resemble a target corpus (DSIR)",
@@ -181,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--seed", metavar="S", type=int, default=0, help="seed of the Gumbel noise (default: 0)")
     select.add_argument("--out", metavar="FILE", default=None,
                         help="write the selected lines to FILE (default: stdout)")
-    select.set_defaults(handler=_select)
+    select.set_defaults(handler=partial(_select, select))
     return parser
 
 
@@ -189,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``decoding`` command line; returns the exit status (argparse exits with 2 on bad arguments)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    return args.handler(parser, args)
+    return args.handler(args)  # the subcommand's handler, given the subcommand's parser for its errors
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -249,7 +260,7 @@ class TextStream:
 
 def _generate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     sampler = _constrained_sampler(parser, args)  # argument errors before any model work
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    prompt = _read_prompt(args.prompt)
     try:
         lm = dc.load(args.model, device=args.device)
         stream = TextStream(lm.vocabulary, args.stop or ()) if args.smc is None else None
@@ -267,6 +278,18 @@ def _generate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.regex is not None or args.json_schema is not None:
         print(constraint_summary(seq, stats, lm.vocab_size, args.masked), file=sys.stderr)
     return 0
+
+
+def _read_prompt(text: str) -> str:
+    """The prompt: ``text``, or for ``-`` stdin's text without its final line ending (one ``\\n`` or ``\\r\\n``;
+    other whitespace is part of the prompt)."""
+    if text != "-":
+        return text
+    prompt = sys.stdin.read()
+    for ending in ("\r\n", "\n"):
+        if prompt.endswith(ending):
+            return prompt[: -len(ending)]
+    return prompt
 
 
 def _constrained_sampler(parser: argparse.ArgumentParser, args: argparse.Namespace):

@@ -133,6 +133,83 @@ def test_cli_rejects_bad_sampler_and_bad_numbers_before_loading(capsys, monkeypa
         assert message in capsys.readouterr().err, argv
 
 
+def _no_load(*args, **kwargs):
+    raise AssertionError("the model must not be loaded for bad arguments")
+
+
+@pytest.mark.parametrize("command", [[], ["generate"], ["model"], ["bench"], ["select"]])
+def test_help_prints_plain_text(command, capsys):
+    """Help texts are printed as written: no doubled '%%' (argparse only %-formats help strings, not
+    descriptions) and no Python reprs such as None."""
+    with pytest.raises(SystemExit) as exit_:
+        main(command + ["--help"])
+    assert exit_.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines at the terminal width
+    assert "%%" not in out and "None" not in out
+    if command == ["bench"]:
+        assert "ratios (overhead %, speedups)" in out
+
+
+@pytest.mark.parametrize("command", [["generate", "hi"], ["bench", "samplers"]])
+def test_a_bad_model_name_is_refused_in_cli_words(command, capsys):
+    """A --model that is neither a directory nor a hub id is refused by the subcommand's parser before any model
+    work, telling the user to leave out --model (not to pass the library's None)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(command + ["--model", "no/such/checkpoint"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: decoding {command[0]} ")
+    assert "'no/such/checkpoint' is neither a checkpoint directory nor a hub id" in err
+    assert "leave out --model for the default model" in err and "None" not in err
+
+
+@pytest.mark.parametrize("stdin, prompt", [
+    ("Once upon a time\n", "Once upon a time"),
+    ("Once upon a time\r\n", "Once upon a time"),
+    ("  two\nlines \n\n", "  two\nlines \n"),  # one newline stripped, other whitespace kept
+    ("no newline ", "no newline "),
+])
+def test_generate_reads_a_stdin_prompt_without_its_final_newline(stdin, prompt, lm, capsys, monkeypatch):
+    """`echo "prompt" | decoding generate -` prompts with "prompt", not "prompt\\n" (exactly one \\n or \\r\\n
+    is stripped)."""
+    prompts = []
+    generate = dc.generate
+
+    def spy(lm, prompt, *args, **kwargs):
+        prompts.append(prompt)
+        return generate(lm, prompt, *args, **kwargs)
+
+    monkeypatch.setattr(dc, "load", lambda *args, **kwargs: lm)
+    monkeypatch.setattr(dc, "generate", spy)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    assert main(["generate", "-", "--sampler", "greedy", "--max-new-tokens", "1"]) == 0
+    assert prompts == [prompt]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "hi", "--json-schema", "{schema}"], "--json-schema: unknown type 'nosuchtype' at /type"),
+    (["generate", "hi", "--regex", "a", "--json-whitespace", " "], "--json-whitespace needs --json-schema"),
+    (["generate", "hi", "--masked"], "--awrs and --masked need a constraint"),
+    (["generate", "hi", "--regex", "a", "--sampler", "greedy"], "draws tokens itself"),
+    (["bench", "samplers", "--out", "{schema}"], "exists and is not a directory"),
+    (["select", "raw.txt", "--target", "t.txt", "-k", "1", "--out", "/no/such/dir/out.jsonl"],
+     "the directory of '/no/such/dir/out.jsonl' does not exist"),
+])
+def test_errors_found_after_parsing_come_from_the_subcommand(argv, message, tmp_path, capsys, monkeypatch):
+    """Errors raised by a subcommand after argparse's own checks (an unsupported JSON schema, options that
+    need each other) print the subcommand's usage line, not the top-level one, and come before any model
+    work."""
+    monkeypatch.setattr(dc, "load", _no_load)
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"type": "nosuchtype"}))
+    with pytest.raises(SystemExit) as exit_:
+        main([a.replace("{schema}", str(schema)) for a in argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: decoding {argv[0]} "), err
+    assert f"decoding {argv[0]}: error: " in err and message in err
+
+
 # --- decoding generate ----------------------------------------------------------------------------------------
 
 def test_generate_streams_the_same_text_as_dc_generate(checkpoint, lm, capsys):
@@ -219,8 +296,8 @@ def test_generate_with_a_regex_prints_a_match_and_constraint_statistics(checkpoi
 
 
 def test_generate_reports_library_errors_cleanly(tmp_path, capsys):
-    assert main(["generate", "hi", "--model", str(tmp_path / "missing.dir")]) == 1
-    assert "error:" in capsys.readouterr().err
+    assert main(["generate", "hi", "--model", str(tmp_path)]) == 1  # a directory without a checkpoint
+    assert "decoding generate: error: " in capsys.readouterr().err
 
 
 # --- decoding bench ---------------------------------------------------------------------------------------------
