@@ -31,6 +31,9 @@ State = Any
 class Constraint:
     """A language of byte strings; ``bind`` gives its token-level view for a vocabulary."""
 
+    #: False when ``mask`` is not available (a predicate would be called once per vocabulary entry).
+    has_mask: bool = True
+
     def bind(self, vocabulary, device: torch.device | str = "cpu") -> "TokenConstraint":
         raise NotImplementedError
 
@@ -40,6 +43,7 @@ class TokenConstraint:
 
     vocabulary = None
     device: torch.device | str = "cpu"
+    has_mask: bool = True  # see Constraint.has_mask
 
     def start(self) -> State:
         raise NotImplementedError

@@ -29,6 +29,8 @@ class PredicateError(RuntimeError):
 class Predicate(Constraint):
     """A constraint given by Python functions of the text (see the module docstring)."""
 
+    has_mask = False  # a mask would call the predicate once per vocabulary entry
+
     def __init__(self, prefix_fn: Callable[[str], bool], complete: Callable[[str], bool] | None = None,
                  full_scan: bool = False):
         if not callable(prefix_fn):
@@ -40,9 +42,14 @@ class Predicate(Constraint):
     def bind(self, vocabulary, device="cpu") -> "TokenPredicate":
         return TokenPredicate(self, vocabulary, device)
 
+    def __repr__(self) -> str:
+        return f"Predicate({getattr(self.prefix_fn, '__qualname__', type(self.prefix_fn).__name__)})"
+
 
 class TokenPredicate(TokenConstraint):
     """A :class:`Predicate` over a vocabulary; states are the prefix bytes (``DEAD`` once rejected)."""
+
+    has_mask = False
 
     def __init__(self, predicate: Predicate, vocabulary, device="cpu"):
         self.predicate, self.vocabulary, self.device = predicate, vocabulary, device

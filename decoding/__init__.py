@@ -1,7 +1,7 @@
 """decoding: exact constrained, entropy-controlled and speculative decoding for Hugging Face causal LMs.
 
 Notation, everywhere: ``p`` is the target distribution, ``q`` the draft or proposal. ``dc.Chain`` is the draft
-tree shape of speculative decoding; token samplers chain with ``|`` (class ``decoding.samplers.Chain``).
+tree shape of speculative decoding; token samplers chain with ``|`` (class ``decoding.samplers.SamplerChain``).
 
 Example:
     >>> import decoding as dc
@@ -12,14 +12,15 @@ Example:
 
 from decoding import hf
 from decoding.constraints import Constraint, JsonSchema, Predicate, Regex, TokenConstraint
-from decoding.decode import Ancestral, DecodeTask, Decoder, Generation, SequenceSampler, Stats
+from decoding.decode import Ancestral, DecodeTask, Decoder, End, Generation, Rows, SequenceSampler, Stats
+from decoding.dsir import Selection, select
 from decoding.generate import GenerationOutput, generate
 from decoding.kernels.random import RowStreams
 from decoding.model import KVBatch, LanguageModel, load
 from decoding.samplers import (
-    AWRS, Categorical, Greedy, Masked, MinP, Mirostat, Sample, Temperature, TokenSampler, TopH, TopK, TopP, Typical,
+    AWRS, Categorical, Greedy, Masked, MinP, Mirostat, Sample, SamplerChain, Temperature, TokenSampler, TopH, TopK,
+    TopP, Typical,
 )
-from decoding.dsir import Selection, select
 from decoding.samplers.sequence.sir import SIR, SIRGeneration
 from decoding.samplers.sequence.smc import SMC, SMCGeneration
 from decoding.samplers.sequence.speculative.drafter import ModelDraft, vocab_trim
@@ -30,13 +31,13 @@ from decoding.samplers.sequence.speculative.speculative import Speculative
 from decoding.samplers.sequence.speculative.trees import Chain, DynamicTree, MultiDraft
 from decoding.vocabulary import Vocabulary
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-    "AWRS", "Ancestral", "Categorical", "Chain", "Constraint", "DecodeTask", "Decoder", "DynamicTree", "Generation",
+    "AWRS", "Ancestral", "Categorical", "Chain", "Constraint", "DecodeTask", "Decoder", "DynamicTree", "End", "Generation",
     "GenerationOutput", "Greedy", "JsonSchema", "KVBatch", "LanguageModel", "Masked", "MinP", "Mirostat",
-    "ModelDraft", "MultiDraft", "NGramDraft", "Predicate", "Regex", "RowStreams", "SIR", "SIRGeneration", "SMC",
-    "SMCGeneration", "Sample", "Selection", "SequenceSampler", "Speculative", "Stats", "Temperature",
+    "ModelDraft", "MultiDraft", "NGramDraft", "Predicate", "Regex", "RowStreams", "Rows", "SIR", "SIRGeneration", "SMC",
+    "SMCGeneration", "Sample", "SamplerChain", "Selection", "SequenceSampler", "Speculative", "Stats", "Temperature",
     "TokenConstraint", "TokenSampler", "TopH", "TopK", "TopP", "Typical", "Vocabulary", "alpha_star", "generate",
     "early_exit", "hf", "load", "select", "vocab_trim",
 ]

@@ -24,7 +24,7 @@ import torch
 from decoding.decode import Ancestral, DecodeTask, SequenceSampler
 from decoding.kernels.sampling import check_logprobs
 from decoding.model import LanguageModel
-from decoding.samplers.base import Chain, TokenSampler
+from decoding.samplers.base import SamplerChain, TokenSampler
 
 
 class LogitsProcessor:
@@ -49,7 +49,7 @@ class LogitsProcessor:
     def __init__(self, sampler: TokenSampler):
         if not isinstance(sampler, TokenSampler):
             raise TypeError(f"sampler: expected a decoding token sampler, got {type(sampler).__name__}")
-        self.chain = sampler if isinstance(sampler, Chain) else Chain(sampler.stages)
+        self.chain = sampler if isinstance(sampler, SamplerChain) else SamplerChain(sampler.stages)
         self._states = None
         self._inputs: list[torch.Tensor] | None = None
         self._length = -1

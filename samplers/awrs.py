@@ -110,25 +110,20 @@ class AWRS(ConstrainedSampler):
         check_int("max_accepts", max_accepts, 2, " (the estimator divides by m - 1)")
         self.estimator, self.narrow_masks = estimator, narrow_masks
         self.max_rejects, self.max_accepts = max_rejects, max_accepts
-        self._pending: tuple | None = None  # (state list, tokens, next states) of the last draw, for accept
 
     def draw(self, logprobs: torch.Tensor, state, rng: RowStreams) -> Draw:
-        """One exact constrained token per row, its log weight (log Z_hat; -inf: dead end) and its check count."""
+        """One exact constrained token per row, its log weight (log Z_hat; -inf: dead end), its check count, and
+        the next constraint states (the checks computed them: ``accept`` need not advance again)."""
         run = _Step(self, logprobs, state, rng)
         run.loop()
         tokens = torch.from_numpy(run.tok.clip(min=0)).to(logprobs.device)
-        self._pending = (state, run.tok.copy(), run.next_state)
         log_weight = torch.from_numpy(run.logw).to(logprobs.device, torch.float32)
         logq = torch.full_like(log_weight, math.nan)
-        return Draw(tokens, log_weight, logq, {"constraint_checks": torch.from_numpy(run.checks),
-                                               "masks": torch.from_numpy(run.masks)})
+        counters = {"constraint_checks": torch.from_numpy(run.checks), "masks": torch.from_numpy(run.masks)}
+        return Draw(tokens, log_weight, logq, counters, list(run.next_state))
 
     def accept(self, state, tokens, logprobs):
-        pending, self._pending = self._pending, None
-        host = tokens.cpu().numpy()
-        if pending is not None and pending[0] is state and np.array_equal(pending[1], host):
-            return list(pending[2])  # the states the draw's checks already computed
-        return self.token_constraint.advance_batch(state, host.tolist())
+        return self.token_constraint.advance_batch(state, tokens.tolist())
 
     def __repr__(self) -> str:
         defaults = (("max_rejects", None), ("max_accepts", 2), ("narrow_masks", True))

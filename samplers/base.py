@@ -9,16 +9,18 @@ It is built from three parts, after llama.cpp's sampler interface:
 
 - ``transform(logprobs, state) -> logprobs``: pure; reshapes or truncates the distribution (temperature, top-p,
   ...). Output rows are normalised log-probabilities, -inf outside the support. Inputs are never changed in place.
-- ``draw(logprobs, state, rng) -> (tokens, log_weight, logq[, counters])``: terminal samplers only (Greedy, the
-  categorical draw, AWRS, Masked). ``logq`` is the log-probability of the drawn token under the law it was drawn
-  from; ``counters`` (optional, a :class:`Draw`) reports per-row work such as AWRS's constraint checks.
+- ``draw(logprobs, state, rng) -> (tokens, log_weight, logq[, counters, state])``: terminal samplers only (Greedy,
+  the categorical draw, AWRS, Masked). ``logq`` is the log-probability of the drawn token under the law it was
+  drawn from; a :class:`Draw` may add per-row work ``counters`` (AWRS's constraint checks) and the terminal's next
+  ``state`` for the drawn tokens when the draw computed it anyway (AWRS's checks advance the constraint).
 - ``accept(state, tokens, logprobs) -> state``: the only place state changes, called once with the token that
   was actually emitted and the distribution this sampler received. Stateful samplers (mirostat) therefore stay
   right under rejection, resampling and speculative rollback: nothing is committed for a token that is thrown away.
 
 States are functional: ``sample`` returns a new state and leaves the old one usable (rollback = keep the old).
-``a | b`` chains samplers left to right; a chain is a sampler. A chain that does not end with a terminal sampler
-ends with a categorical draw from the transformed distribution.
+``a | b`` chains samplers left to right; a chain is a sampler (:class:`SamplerChain`). A chain that does not end
+with a terminal sampler ends with a categorical draw from the transformed distribution. Before a constrained
+terminal (``Masked``, ``AWRS``), transforms that truncate act among the allowed tokens: see :class:`SamplerChain`.
 
 Example:
     >>> import torch, decoding as dc
@@ -38,6 +40,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from decoding.constraints.base import Constraint, TokenConstraint
 from decoding.kernels.random import RowStreams
 from decoding.kernels.sampling import NEG_INF, check_logprobs, inverse_cdf
 
@@ -51,6 +54,7 @@ class Draw(NamedTuple):
     log_weight: torch.Tensor  # [B] log importance weight w.r.t. the claimed law (0 if exact)
     logq: torch.Tensor  # [B] log-probability of the token under the law it was drawn from
     counters: dict[str, torch.Tensor] = {}  # per-row work of this draw, e.g. {"constraint_checks": [B]}
+    state: State = None  # the terminal's next state for ``tokens``, if the draw computed it (else ``accept`` runs)
 
 
 class Sample(NamedTuple):
@@ -77,20 +81,18 @@ def check_int(name: str, value: int, minimum: int, note: str = "") -> int:
     return value
 
 
-def stateless_law(sampler: "TokenSampler", name: str, why: str) -> "Chain":
+def stateless_law(sampler: "TokenSampler", name: str, why: str) -> "SamplerChain":
     """``sampler`` as a chain whose ``law`` is a pure function of the log-probs: stateless transforms, optionally
     ending in ``Greedy()`` or the categorical draw. Otherwise a ValueError naming ``name``; ``why`` says who needs
     the law (speculative decoding's verifier, SIR's tempered target)."""
-    from decoding.samplers.greedy import Greedy  # greedy.py imports this module
-
     if not isinstance(sampler, TokenSampler):
         raise TypeError(f"{name}: expected a token sampler, got {type(sampler).__name__}")
-    chain = Chain(sampler.stages)
+    chain = SamplerChain(sampler.stages)
     for stage in chain._run:
         if stage.stateful:
             raise ValueError(f"{name}: {stage!r} keeps per-sequence state, but {why}; use stateless transforms "
                              "(Temperature, TopK, TopP, MinP, Typical, TopH), optionally ending in Greedy()")
-        if stage.terminal and not isinstance(stage, (Greedy, Categorical)):
+        if stage.terminal and not stage.draws_from_law:
             raise ValueError(f"{name}: {stage!r} draws tokens itself, but {why}; end the chain with Greedy() or "
                              "nothing")
     return chain
@@ -122,6 +124,11 @@ class TokenSampler:
     terminal: bool = False
     #: False when a terminal sampler cannot report the exact log-probability of its draws (``logq`` is NaN).
     exact_logq: bool = True
+    #: True for terminal samplers whose draw is a pure function of their ``law`` (Greedy, the categorical draw).
+    draws_from_law: bool = False
+    #: True when ``transform`` maps each log-probability on its own and renormalises (temperature): it then commutes
+    #: with restricting the support to a constraint's allowed tokens.
+    pointwise: bool = False
 
     @property
     def stages(self) -> tuple["TokenSampler", ...]:
@@ -146,7 +153,7 @@ class TokenSampler:
         Terminal samplers override it (Greedy: a point mass); the categorical draw's law is its input."""
         if self.terminal:
             return logprobs
-        chain = Chain(self.stages)
+        chain = SamplerChain(self.stages)
         return chain.law(logprobs, None if state is None else (state,) + (None,) * (len(chain._run) - 1))
 
     def accept(self, state: State, tokens: torch.Tensor, logprobs: torch.Tensor) -> State:
@@ -157,16 +164,16 @@ class TokenSampler:
         return select_rows(state, indices)
 
     def sample(self, logprobs: torch.Tensor, state: State = None, rng: RowStreams | None = None) -> Sample:
-        """Transform, draw and commit, as the one-sampler chain ``Chain([self])`` would."""
-        chain = Chain(self.stages)
+        """Transform, draw and commit, as the one-sampler chain ``SamplerChain([self])`` would."""
+        chain = SamplerChain(self.stages)
         chain_state = None if state is None else (state,) + (None,) * (len(chain._run) - 1)
         out = chain.sample(logprobs, chain_state, rng)
         return out._replace(state=out.state[0])
 
-    def __or__(self, other: "TokenSampler") -> "Chain":
+    def __or__(self, other: "TokenSampler") -> "SamplerChain":
         if not isinstance(other, TokenSampler):
             return NotImplemented
-        return Chain(self.stages + other.stages)
+        return SamplerChain(self.stages + other.stages)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
@@ -184,6 +191,7 @@ class Categorical(TokenSampler):
     """
 
     terminal = True
+    draws_from_law = True
 
     def draw(self, logprobs, state, rng):
         tokens = inverse_cdf(logprobs, rng.uniform(device=logprobs.device))
@@ -191,10 +199,21 @@ class Categorical(TokenSampler):
         return tokens, torch.zeros_like(logq), logq
 
 
-class Chain(TokenSampler):
+class SamplerChain(TokenSampler):
     """Samplers applied left to right; the last one draws (a categorical draw if none of them is terminal).
 
     The state of a chain is the tuple of its stages' states (the implicit categorical draw included).
+
+    Before a constrained terminal (``Masked``, ``AWRS``), a transform that truncates (top-k, top-p, min-p, typical,
+    top-H, Mirostat) acts among the allowed tokens, as in transformers and vLLM, where the constraint's mask comes
+    first: ``dc.TopP(0.95) | dc.AWRS(c)`` draws from the nucleus of p restricted to c, never from a nucleus with
+    no allowed token. The chain restricts p to the constraint's mask (memoised per state), renormalises, applies
+    the transforms and draws; the log weight is the exact log p(allowed). Pointwise transforms (temperature) commute
+    with the restriction, so ``dc.Temperature(0.8) | dc.AWRS(c)`` keeps AWRS's rejection path and its few checks.
+
+    Example:
+        >>> chain = dc.TopK(50) | dc.TopP(0.9)          # a SamplerChain ending in the categorical draw
+        >>> out = chain.sample(torch.log_softmax(torch.randn(2, 100), -1))
     """
 
     terminal = True
@@ -208,6 +227,14 @@ class Chain(TokenSampler):
                 raise ValueError(f"{s!r} draws tokens, so it must be the last sampler of a chain")
         self._stages = stages  # as given: `a | b` concatenates these
         self._run = stages if stages[-1].terminal else stages + (Categorical(),)
+        # truncation before a constraint acts among the allowed tokens (see the class docstring)
+        self._restrict_first = isinstance(self._run[-1], ConstrainedSampler) and \
+            not all(s.pointwise for s in self._run[:-1])
+        if self._restrict_first and not self._run[-1].has_mask:
+            cut = next(s for s in self._run[:-1] if not s.pointwise)
+            raise ValueError(f"{cut!r} before {self._run[-1]!r}: a truncation before a constraint acts among the "
+                             "tokens it allows, which needs the constraint's mask, and a Predicate has none (it is "
+                             "checked token by token); keep only Temperature before it, or use a Regex or JsonSchema")
 
     @property
     def stages(self) -> tuple[TokenSampler, ...]:
@@ -217,9 +244,9 @@ class Chain(TokenSampler):
     def stateful(self) -> bool:  # type: ignore[override]
         return any(s.stateful for s in self._run)
 
-    def bind(self, lm) -> "Chain":
+    def bind(self, lm) -> "SamplerChain":
         bound = tuple(s.bind(lm) for s in self._stages)
-        return self if all(b is s for b, s in zip(bound, self._stages)) else Chain(bound)
+        return self if all(b is s for b, s in zip(bound, self._stages)) else SamplerChain(bound)
 
     def init_state(self, batch_size, device="cpu"):
         return tuple(s.init_state(batch_size, device) for s in self._run)
@@ -232,9 +259,7 @@ class Chain(TokenSampler):
         return tuple(None for _ in self._run)
 
     def transform(self, logprobs, state):
-        for s, st in zip(self._run[:-1], self._states(state, logprobs)):
-            logprobs = s.transform(logprobs, st)
-        return logprobs
+        return self.transform_all(logprobs, self._states(state, logprobs))[0]
 
     def law(self, logprobs, state):
         states = self._states(state, logprobs)
@@ -251,22 +276,38 @@ class Chain(TokenSampler):
         check_logprobs(logprobs)
         rng = rng if rng is not None else RowStreams.from_seed(0, logprobs.shape[0])
         states = self._states(state, logprobs)
-        final, inputs = self.transform_all(logprobs, states)
-        tokens, log_weight, logq, counters = Draw(*self._run[-1].draw(final, states[-1], rng))
-        return Sample(tokens, log_weight, logq, self.accept_all(states, tokens, inputs), counters)
+        terminal = self._run[-1]
+        if self._restrict_first:
+            restricted, log_mass = terminal.restrict(logprobs, states[-1])
+            final, inputs = self._transform_from(restricted, states)
+            draw = terminal.draw_restricted(final, log_mass, rng)
+        else:
+            final, inputs = self._transform_from(logprobs, states)
+            draw = Draw(*terminal.draw(final, states[-1], rng))
+        new_states = self.accept_all(states, draw.tokens, inputs, draw.state)
+        return Sample(draw.tokens, draw.log_weight, draw.logq, new_states, draw.counters)
 
     def transform_all(self, logprobs: torch.Tensor, states: tuple) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The distribution the terminal stage draws from, and the input each stage received."""
+        if self._restrict_first:
+            logprobs = self._run[-1].restrict(logprobs, states[-1])[0]
+        return self._transform_from(logprobs, states)
+
+    def _transform_from(self, logprobs: torch.Tensor, states: tuple) -> tuple[torch.Tensor, list[torch.Tensor]]:
         inputs = [logprobs]
         for s, st in zip(self._run[:-1], states):
             inputs.append(s.transform(inputs[-1], st))
         return inputs[-1], inputs
 
-    def accept_all(self, states: tuple, tokens: torch.Tensor, inputs: list[torch.Tensor]) -> tuple:
-        """Commit the emitted ``tokens`` to every stage (``inputs`` from ``transform_all``)."""
+    def accept_all(self, states: tuple, tokens: torch.Tensor, inputs: list[torch.Tensor],
+                   terminal_state: State = None) -> tuple:
+        """Commit the emitted ``tokens`` to every stage (``inputs`` from ``transform_all``); ``terminal_state``,
+        if given, is the terminal's next state as its draw computed it."""
         if not self.stateful:
             return states
-        return tuple(s.accept(st, tokens, x) for s, st, x in zip(self._run, states, inputs))
+        new = [s.accept(st, tokens, x) for s, st, x in zip(self._run[:-1], states, inputs)]
+        last = self._run[-1].accept(states[-1], tokens, inputs[-1]) if terminal_state is None else terminal_state
+        return (*new, last)
 
     def __repr__(self) -> str:
         return " | ".join(repr(s) for s in self._stages)
@@ -280,16 +321,12 @@ class ConstrainedSampler(TokenSampler):
     stateful = True
 
     def __init__(self, constraint):
-        from decoding.constraints.base import Constraint, TokenConstraint
-
         if not isinstance(constraint, (Constraint, TokenConstraint)):
             raise TypeError(f"constraint: expected a decoding constraint (dc.Regex, dc.JsonSchema, dc.Predicate), "
                             f"got {type(constraint).__name__}")
         self.constraint = constraint
 
     def bind(self, lm) -> "ConstrainedSampler":
-        from decoding.constraints.base import TokenConstraint
-
         if isinstance(self.constraint, TokenConstraint):
             return self
         bound = copy.copy(self)
@@ -299,8 +336,6 @@ class ConstrainedSampler(TokenSampler):
     @property
     def token_constraint(self):
         """The bound constraint (a ``TokenConstraint``)."""
-        from decoding.constraints.base import TokenConstraint
-
         if not isinstance(self.constraint, TokenConstraint):
             raise ValueError("constraint: not bound to a vocabulary; decode through dc.generate (which binds it) or "
                              "pass constraint.bind(lm.vocabulary)")
@@ -309,7 +344,28 @@ class ConstrainedSampler(TokenSampler):
     def init_state(self, batch_size, device="cpu"):
         return [self.token_constraint.start()] * batch_size
 
+    @property
+    def has_mask(self) -> bool:
+        """Whether the constraint computes full-vocabulary masks (a ``Predicate`` does not)."""
+        return self.constraint.has_mask
+
     def law(self, logprobs, state):
         """The exact locally constrained law, p restricted to the allowed tokens and renormalised (by mask)."""
+        return self.restrict(logprobs, state)[0]
+
+    def restrict(self, logprobs: torch.Tensor, state: State) -> tuple[torch.Tensor, torch.Tensor]:
+        """p restricted to each row's allowed tokens and renormalised, and log p(allowed) [B] (-inf: none allowed;
+        such a row is returned unrestricted, so later transforms stay finite, and must not be drawn from)."""
         mask = self.token_constraint.mask_batch(state).to(logprobs.device)
-        return torch.log_softmax(logprobs.masked_fill(~mask, NEG_INF), dim=-1)
+        kept = logprobs.masked_fill(~mask, NEG_INF)
+        log_mass = kept.logsumexp(-1, keepdim=True)
+        alive = torch.isfinite(log_mass)
+        return torch.where(alive, kept - log_mass, logprobs), log_mass[:, 0]
+
+    def draw_restricted(self, logprobs: torch.Tensor, log_mass: torch.Tensor, rng: RowStreams) -> Draw:
+        """An exact draw from ``logprobs``, already restricted to the allowed tokens (and transformed), weighted by
+        the allowed mass ``log_mass`` [B] of ``restrict``; the next state comes from ``accept``."""
+        tokens = inverse_cdf(logprobs, rng.uniform(device=logprobs.device))
+        logq = logprobs.gather(-1, tokens[:, None])[:, 0]
+        alive = torch.isfinite(log_mass)
+        return Draw(tokens, log_mass.to(logprobs.dtype), torch.where(alive, logq, NEG_INF))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from decoding.samplers.base import TokenSampler
 from decoding.kernels.sampling import NEG_INF
+from decoding.samplers.base import TokenSampler
 
 
 class Greedy(TokenSampler):
@@ -18,6 +18,7 @@ class Greedy(TokenSampler):
     """
 
     terminal = True
+    draws_from_law = True
 
     def draw(self, logprobs, state, rng):
         tokens = logprobs.argmax(-1)

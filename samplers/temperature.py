@@ -18,6 +18,8 @@ class Temperature(TokenSampler):
         tensor([[0.1000, 0.9000]])
     """
 
+    pointwise = True
+
     def __init__(self, temperature: float):
         finite_number = isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
         if not finite_number or not 0 < temperature < float("inf"):

@@ -175,6 +175,18 @@ def test_awrs_commits_the_state_of_the_token_it_returns(estimator):
     assert out.state == [10 + t for t in out.tokens.tolist()]
 
 
+def test_awrs_returns_the_next_states_with_its_draw_and_keeps_no_hidden_state():
+    """States are functional: the draw hands back the states its checks computed; the sampler object is unchanged,
+    so two decoders (or SMC's particles, or a rollback) can share it."""
+    logprobs = torch.tensor(FLAT).log().expand(50, -1).contiguous()
+    sampler = AWRS(Successor())
+    before = dict(vars(sampler))
+    drawn = sampler.draw(logprobs, [0] * 50, RowStreams.from_seed(1, 50))
+    assert vars(sampler) == before
+    assert drawn.state == [10 + t for t in drawn.tokens.tolist()]
+    assert sampler.accept([0] * 50, drawn.tokens, logprobs) == drawn.state  # accept alone agrees
+
+
 def test_awrs_recursive_weights_on_forced_paths():
     """Inject the uniforms: order (2, 1, then 3 as lookahead): R = 0.25, x = 1 accepted, y = 3 allowed -> 1 - R;
     order (1, 0): x = 1, y = 0 rejected -> p(1)."""
@@ -233,9 +245,9 @@ def test_awrs_bad_arguments_are_named():
 
 
 def test_awrs_predicate_generations_satisfy_it_and_report_checks(gemma_lm):
-    """A Predicate never builds a mask: AWRS checks only drawn tokens (the top 20 of a random model)."""
+    """A Predicate never builds a mask: AWRS checks only drawn tokens (a sharpened random model)."""
     no_a = dc.Predicate(lambda text: "a" not in text.lower())
-    out = dc.generate(gemma_lm, ["x", "y"], dc.TopK(20) | dc.AWRS(no_a), max_new_tokens=8, seed=0)
+    out = dc.generate(gemma_lm, ["x", "y"], dc.Temperature(0.1) | dc.AWRS(no_a), max_new_tokens=8, seed=0)
     for seq in out:
         assert "a" not in seq.text.lower() and len(seq.token_ids) == 8
         assert 8 <= seq.counters["constraint_checks"] < 8 * 21
@@ -249,7 +261,7 @@ def test_awrs_predicate_that_raises_names_the_prefix(gemma_lm):
         return True
 
     with pytest.raises(dc.constraints.predicate.PredicateError, match="prefix"):
-        dc.generate(gemma_lm, "x", dc.TopK(5) | dc.AWRS(dc.Predicate(picky)), max_new_tokens=10)
+        dc.generate(gemma_lm, "x", dc.Temperature(0.1) | dc.AWRS(dc.Predicate(picky)), max_new_tokens=10)
 
 
 def test_awrs_regex_generations_fullmatch_on_tiny_models(tiny_lm):

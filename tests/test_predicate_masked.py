@@ -58,6 +58,34 @@ def test_masked_draw_is_the_renormalised_allowed_law_and_weight_is_log_z():
         torch.testing.assert_close(logq, (probs[tokens] / z).log(), atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("terminal", [dc.Masked, dc.AWRS])
+def test_truncation_before_a_constraint_acts_among_the_allowed_tokens(terminal):
+    """TopK(2) | constraint keeps the 2 most probable ALLOWED tokens (state 0 allows 0, 2, 4: keep 2 and 4, law
+    2/3, 1/3), not the allowed part of p's top 2 ({2, 1}: token 2 alone); the weight is log p(allowed) = log 0.55.
+    Where p's top 2 holds no allowed token (state 1 after a shift), the old composition was a dead end."""
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.15, 0.15, 0.1])
+    sampler = dc.TopK(2) | terminal(ParityConstraint())
+    m = 10_000
+    u = ((torch.arange(m, dtype=torch.float64) + 0.5) / m)[:, None]
+    out = sampler.sample(probs.log().expand(m, -1).contiguous(), sampler.init_state(m), FixedUniforms(u))
+    freq = torch.bincount(out.tokens, minlength=6).double() / m
+    law = torch.tensor([0, 0, 2 / 3, 0, 1 / 3, 0], dtype=torch.float64)
+    assert (freq - law).abs().max() <= 1.0 / m + 1e-9
+    torch.testing.assert_close(out.log_weight.double(), torch.full((m,), math.log(0.55), dtype=torch.float64),
+                               atol=1e-6, rtol=0)
+    assert out.state[-1][:3] == [1, 1, 1]  # the constraint's state follows the emitted token
+    odd_low = torch.tensor([[0.3, 0.05, 0.3, 0.05, 0.2, 0.1]]).log()  # state 1 allows 1, 3: outside p's top 2
+    state = (None, [1])
+    out = sampler.sample(odd_low, state, FixedUniforms(torch.tensor([[0.7]])))
+    assert out.tokens.item() in (1, 3) and out.log_weight.item() == pytest.approx(math.log(0.1))
+
+
+def test_truncation_before_a_predicate_is_refused_with_the_fix():
+    with pytest.raises(ValueError, match="TopP.*before AWRS.*Temperature"):
+        dc.TopP(0.9) | dc.AWRS(Predicate(lambda text: "a" not in text))
+    dc.Temperature(0.7) | dc.AWRS(Predicate(lambda text: "a" not in text))  # pointwise: AWRS's own path
+
+
 def test_masked_dead_end_has_zero_weight_not_an_exception():
     sampler = dc.Masked(ParityConstraint())
     logprobs = torch.log_softmax(torch.randn(2, 6), -1)

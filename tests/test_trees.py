@@ -177,6 +177,6 @@ def test_under_greedy_random_laws_draft_the_argmax_chain():
     for shape in (dc.Chain(4), dc.MultiDraft(3, 4, "iid"), dc.MultiDraft(2, 4, "without_replacement"),
                   dc.MultiDraft(2, 4, "greedy")):
         greedy = shape.under_greedy()
-        assert isinstance(greedy, MultiDraft) and (greedy.k, greedy.depth, greedy.law) == (1, 4, "deterministic")
+        assert isinstance(greedy, MultiDraft) and (greedy.k, greedy.depth, greedy.draws) == (1, 4, "deterministic")
     for shape in (dc.MultiDraft(2, 3, "deterministic"), dc.DynamicTree(8)):
         assert shape.under_greedy() is shape

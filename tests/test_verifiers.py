@@ -193,7 +193,7 @@ VERIFIERS = {
 @pytest.mark.parametrize("pair", list(PAIRS))
 def test_node_verifier_emits_p_exactly(name, pair):
     verifier, law = VERIFIERS[name]
-    assert verifier.drafts == law
+    assert verifier.draws == law
     p, q = PAIRS[pair]
     for k in (1, 2, 3):
         out, acc = emitted(verifier, p, q, k, law)
@@ -527,7 +527,7 @@ def test_rows_without_children(verifier):
 def test_law_leaves_inputs_unchanged(verifier):
     p, q = (torch.tensor(x)[None].expand(2, -1).clone() for x in PAIRS["random8"])
     k = 1 if isinstance(verifier, SpeculativeSampling) else 3
-    kids = draw_children(q, k, verifier.drafts, RowStreams.from_seed(0, 2).uniform(k))
+    kids = draw_children(q, k, verifier.draws, RowStreams.from_seed(0, 2).uniform(k))
     before = (p.clone(), q.clone(), kids.clone())
     verifier.law(p, q, kids)
     for x, y in zip((p, q, kids), before):

@@ -24,7 +24,7 @@ def toy_llama(seed: int, layers: int = 1) -> dc.LanguageModel:
 
 def law_of(lm: dc.LanguageModel, sampler=None):
     """context tuple -> the sampler's law of lm's next token, float64 probabilities (cached)."""
-    chain = dc.samplers.Chain((sampler or dc.Temperature(1.0)).stages)
+    chain = dc.samplers.SamplerChain((sampler or dc.Temperature(1.0)).stages)
 
     @lru_cache(maxsize=None)
     def law(context: tuple[int, ...]) -> torch.Tensor:

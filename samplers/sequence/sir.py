@@ -48,7 +48,7 @@ from decoding.decode import DecodeTask, Generation, SequenceSampler, replicated,
 from decoding.kernels.random import RowStreams
 from decoding.kernels.resampling import check_scheme, ess, normalised, resample
 from decoding.model import LanguageModel
-from decoding.samplers.base import Chain, TokenSampler, check_int, stateless_law
+from decoding.samplers.base import SamplerChain, TokenSampler, check_int, stateless_law
 
 _RESAMPLING_STREAM = 0x51_2E5A  # the prompts' resampling streams are keyed apart from the proposals'
 Target = None | TokenSampler | LanguageModel | Constraint | TokenConstraint | Callable[[str], float]
@@ -164,7 +164,7 @@ def _check_proposal(proposal) -> TokenSampler:
     return proposal
 
 
-def _check_target(target) -> Chain | None:
+def _check_target(target) -> SamplerChain | None:
     """A TypeError unless ``target`` is a kind SIR weights toward; a tempered target's checked law (else None)."""
     ok = target is None or isinstance(target, (TokenSampler, LanguageModel, Constraint, TokenConstraint)) \
         or callable(target)
@@ -180,7 +180,7 @@ def _check_target(target) -> Chain | None:
 Scorer = Callable[[list[list[int]], list[Generation], torch.Tensor], torch.Tensor]
 
 
-def _scorer(target, law: Chain | None, lm: LanguageModel) -> Scorer:
+def _scorer(target, law: SamplerChain | None, lm: LanguageModel) -> Scorer:
     """log p(x) (up to a constant) of each proposal, from its prompt, its Generation and the run's log p_model;
     ``law`` is a tempered target's checked law."""
     if target is None:

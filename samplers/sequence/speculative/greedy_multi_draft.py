@@ -29,7 +29,7 @@ from decoding.samplers.sequence.speculative.verify import (
 
 
 class GreedyMultiDraft(NodeVerifier):
-    """Verify K - 1 deterministic top tokens plus one draw from the rest of q (``drafts = "greedy"``).
+    """Verify K - 1 deterministic top tokens plus one draw from the rest of q (``draws = "greedy"``).
 
     The last slot holds the random child, -1 when T already holds every token of q (q' = 0): the token is then
     drawn from p, as it is for a row without children.
@@ -41,7 +41,7 @@ class GreedyMultiDraft(NodeVerifier):
         (tensor([[0., 1.]]), tensor([[0.4444, 0.0000, 0.5556]]))
     """
 
-    drafts = "greedy"
+    draws = "greedy"
 
     def law(self, p: torch.Tensor, q: torch.Tensor, children: torch.Tensor) -> NodeLaw:
         check_node_inputs(p, q, children)

@@ -270,7 +270,7 @@ def acceptance(verifier: NodeVerifier, p: torch.Tensor, q: torch.Tensor, k: int)
         >>> round(acceptance(SpeculativeSampling(), torch.tensor([0.5, 0.3, 0.2]), torch.tensor([0.2, 0.3, 0.5]), 1), 6)
         0.7
     """
-    tuples, probs = draft_tuples(q, k, verifier.drafts)
+    tuples, probs = draft_tuples(q, k, verifier.draws)
     n = tuples.shape[0]
     pd, qd = as_law(p.double()[None]), as_law(q.double()[None])
     law = verifier.law(pd.expand(n, -1), qd.expand(n, -1), tuples)
@@ -297,7 +297,7 @@ def acceptance_mc(verifier: NodeVerifier, p: torch.Tensor, q: torch.Tensor, k: i
     width = p1.shape[-1]
     u = RowStreams.from_seed(seed, samples).uniform(k, device=p1.device)  # [S, k]
     rows = max(1, chunk // width)
-    kids = torch.cat([draw_children(q1[None].expand(u[start:start + rows].shape[0], -1), k, verifier.drafts,
+    kids = torch.cat([draw_children(q1[None].expand(u[start:start + rows].shape[0], -1), k, verifier.draws,
                                     u[start:start + rows]) for start in range(0, samples, rows)])
     kids, counts = kids.unique(dim=0, return_counts=True)  # each distinct tuple scored once
     total = 0.0

@@ -65,8 +65,8 @@ class RRS(NodeVerifier):
     """Recursive rejection sampling (SpecInfer; Sequoia without replacement).
 
     Args:
-        replacement: True for children drawn iid from q (``drafts = "iid"``), False for children drawn without
-            replacement (``drafts = "without_replacement"``).
+        replacement: True for children drawn iid from q (``draws = "iid"``), False for children drawn without
+            replacement (``draws = "without_replacement"``).
 
     Example:
         >>> p = torch.tensor([[0.5, 0.5, 0.0]]); q = torch.tensor([[0.25, 0.25, 0.5]])
@@ -79,7 +79,7 @@ class RRS(NodeVerifier):
         if not isinstance(replacement, bool):
             raise ValueError(f"replacement must be a bool, got {replacement!r}")
         self.replacement = replacement
-        self.drafts = "iid" if replacement else "without_replacement"
+        self.draws = "iid" if replacement else "without_replacement"
 
     def law(self, p: torch.Tensor, q: torch.Tensor, children: torch.Tensor) -> NodeLaw:
         check_node_inputs(p, q, children)
@@ -126,7 +126,7 @@ class TopKVerifier(NodeVerifier):
         (tensor([[0., 0.]]), tensor([[0.7000, 0.3000]]))
     """
 
-    drafts = "deterministic"
+    draws = "deterministic"
 
     def law(self, p: torch.Tensor, q: torch.Tensor | None, children: torch.Tensor) -> NodeLaw:
         check_node_inputs(p, None, children)

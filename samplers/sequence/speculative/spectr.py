@@ -65,7 +65,7 @@ def spectr_rho(p: torch.Tensor, q: torch.Tensor, k: torch.Tensor, steps: int = 4
 
 
 class SpecTr(NodeVerifier):
-    """SpecTr K-SEQ verification of k children drawn iid from q (``drafts = "iid"``).
+    """SpecTr K-SEQ verification of k children drawn iid from q (``draws = "iid"``).
 
     Rows may have fewer present children (-1 padded); k is then that row's count.
 
@@ -76,7 +76,7 @@ class SpecTr(NodeVerifier):
         tensor([[0., 1.]], dtype=torch.float64)
     """
 
-    drafts = "iid"
+    draws = "iid"
 
     def law(self, p: torch.Tensor, q: torch.Tensor, children: torch.Tensor) -> NodeLaw:
         check_node_inputs(p, q, children)

@@ -100,7 +100,7 @@ class Speculative(SequenceSampler):
 
 def _verifier(verify, tree: TreeShape):
     if verify is None:
-        verify = DEFAULT_VERIFIER[tree.law]
+        verify = DEFAULT_VERIFIER[tree.draws]
     if isinstance(verify, str):
         if verify not in VERIFIERS:
             raise ValueError(f"verify: unknown verifier {verify!r}; choose one of {sorted(VERIFIERS)}")
@@ -111,9 +111,9 @@ def _verifier(verify, tree: TreeShape):
         return verify
     if not isinstance(verify, NodeVerifier):
         raise TypeError(f"verify: expected a verifier or its name, got {type(verify).__name__}")
-    if verify.drafts != tree.law:
-        raise ValueError(f"verify: {verify!r} needs children drawn {verify.drafts!r}, but {tree!r} draws them "
-                         f"{tree.law!r}; pass verify={DEFAULT_VERIFIER[tree.law]!r} or a matching tree")
+    if verify.draws != tree.draws:
+        raise ValueError(f"verify: {verify!r} needs children drawn {verify.draws!r}, but {tree!r} draws them "
+                         f"{tree.draws!r}; pass verify={DEFAULT_VERIFIER[tree.draws]!r} or a matching tree")
     return verify
 
 

@@ -147,9 +147,9 @@ Law = Callable[[torch.Tensor], torch.Tensor]  # raw draft log q [R, V] -> the sa
 
 
 class TreeShape:
-    """How a draft tree grows each round. ``law`` is the law of its children (see the module docstring)."""
+    """How a draft tree grows each round. ``draws`` names how its children are drawn (see the module docstring)."""
 
-    law: str = "deterministic"
+    draws: str = "deterministic"
 
     @property
     def max_nodes(self) -> int:
@@ -193,7 +193,6 @@ class MultiDraft(TreeShape):
         if draws not in LAWS:
             raise ValueError(f"draws must be one of {LAWS}, got {draws!r}")
         self.draws = draws
-        self.law = draws
 
     @property
     def max_nodes(self) -> int:
@@ -293,7 +292,7 @@ class DynamicTree(TreeShape):
         32
     """
 
-    law = "deterministic"
+    draws = "deterministic"
 
     def __init__(self, budget: int, max_depth: int = 16, top_k: int = 4, method: str = "best_first"):
         self.budget = check_int("budget", budget, 1)

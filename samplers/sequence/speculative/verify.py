@@ -34,14 +34,14 @@ class NodeLaw(NamedTuple):
 class NodeVerifier:
     """Base of the verifiers applied node by node in a draft tree.
 
-    ``drafts`` names the law the children must have been drawn with: "iid" (K independent draws from q),
+    ``draws`` names the law the children must have been drawn with: "iid" (K independent draws from q),
     "without_replacement" (K distinct draws, each from q with earlier children removed), "deterministic" (any
     set chosen without randomness, e.g. top-k) or "greedy" (the K-1 first children deterministic, the last drawn
     from q restricted to the others' complement). A tree shape is checked against it when ``dc.Speculative`` is
     built.
     """
 
-    drafts: str = "iid"
+    draws: str = "iid"
 
     def law(self, p: torch.Tensor, q: torch.Tensor, children: torch.Tensor) -> NodeLaw:
         """Args: p [R, V], q [R, V] probabilities; children [R, K] token ids, -1 for absent children (absent
