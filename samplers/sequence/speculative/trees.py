@@ -34,6 +34,7 @@ import torch
 
 from decoding.kernels.random import RowStreams
 from decoding.samplers.base import check_int
+from decoding.samplers.sequence.speculative.drafting import draw_children
 
 NEG_INF = float("-inf")
 LAWS = ("iid", "without_replacement", "greedy", "deterministic")
@@ -242,8 +243,6 @@ class MultiDraft(TreeShape):
               nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Random children of ``nodes`` from the transformed draft, recorded in ``tree.logq``: (raw log q of
         each child, child tokens), each [B, F * k], -1 where a law has no further token."""
-        from decoding.samplers.sequence.speculative.drafting import draw_children
-
         b = tree.batch_size
         raw = draft.expand(tree, nodes)  # [B, F, V]
         f, v = raw.shape[1], raw.shape[2]
