@@ -6,7 +6,8 @@ ids, so every row sees exactly what it would see alone) and returns a :class:`KV
 finished rows), ``crop(length)`` rolls the cache back. ``tree_step(tokens, parents)`` feeds a draft tree in one
 forward (speculative verification: each node sees the context, its ancestors and itself) and ``commit(keep)``
 keeps the accepted path's KV entries. Several batches of one model can be live at once (a target and its own
-draft, a sampler scoring while another decodes).
+draft, a sampler scoring while another decodes); each counts its forwards and fed tokens in its own :class:`Usage`
+(``lm.start(prompts, usage=...)``), the model in its lifetime ``forwards`` and ``tokens_processed``.
 
 Log-probabilities are float32 whatever the model dtype; logits rows past the tokenizer (padding rows of the LM
 head) are -inf. The device is read off the model's outputs, so ``device_map="auto"`` models work.
@@ -24,13 +25,25 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable, Sequence
-
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-if TYPE_CHECKING:
-    from decoding.vocabulary import Vocabulary
+from decoding.default_model import prepare
+from decoding.vocabulary import Vocabulary
+
+
+@dataclass
+class Usage:
+    """Model work done for one caller: forwards run and tokens fed (padding and padding tree nodes excluded).
+
+    Pass one to :meth:`LanguageModel.start` or :meth:`LanguageModel.score`: every forward of that call adds to it,
+    whatever else runs on the same model meanwhile (the model's ``forwards`` and ``tokens_processed`` count all).
+    """
+
+    forwards: int = 0
+    tokens: int = 0
 
 
 class LanguageModel:
@@ -41,7 +54,8 @@ class LanguageModel:
         tokenizer: its tokenizer; needed for text in and out (``encode``, ``decode``, ``vocabulary``).
         eos_token_ids: ids that end a sequence; default: the model's generation config and the tokenizer's EOS.
 
-    Counters ``forwards`` and ``tokens_processed`` (non-padding tokens fed) grow with every forward pass;
+    Counters ``forwards`` and ``tokens_processed`` (non-padding tokens fed) are the model's lifetime totals, over
+    every caller; a :class:`Usage` passed to :meth:`start` or :meth:`score` counts one call's share.
     ``head_rows`` counts the positions a lazy head (:class:`NodeLogprobs`) ran the LM head for.
     """
 
@@ -53,8 +67,11 @@ class LanguageModel:
         self.pad_token_id = _pad_id(tokenizer, self.eos_token_ids)
         n_text = len(tokenizer) if tokenizer is not None else self.vocab_size
         self._n_text = min(n_text, self.vocab_size)
-        self._keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
-        self._vocabulary: "Vocabulary | None" = None
+        params = inspect.signature(model.forward).parameters
+        self._keep_arg = "logits_to_keep" in params
+        # transformers 5.x names the cache argument `cache` (`past_key_values` warns, and goes in 5.40)
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self._vocabulary: Vocabulary | None = None
         self._head_exact: bool | None = None  # does head_logits reproduce the model's logits? (checked on first use)
         self.forwards = 0
         self.tokens_processed = 0
@@ -70,13 +87,11 @@ class LanguageModel:
         return self.model.get_input_embeddings().weight.dtype
 
     @property
-    def vocabulary(self) -> "Vocabulary":
+    def vocabulary(self) -> Vocabulary:
         """The exact bytes of every token id (built on first use)."""
         if self._vocabulary is None:
             if self.tokenizer is None:
                 raise ValueError("tokenizer: this LanguageModel was built without one; pass tokenizer= for text")
-            from decoding.vocabulary import Vocabulary
-
             self._vocabulary = Vocabulary(self.tokenizer, size=self.vocab_size, eos_token_ids=self.eos_token_ids)
         return self._vocabulary
 
@@ -92,8 +107,11 @@ class LanguageModel:
         return b"".join(vocab.token_bytes[i] for i in ids if not vocab.is_special[i]).decode("utf-8", "replace")
 
     @torch.no_grad()
-    def start(self, prompts: Sequence[Sequence[int]]) -> "KVBatch":
-        """Prefill a ragged batch of token-id prompts; the batch's ``logprobs`` are the next-token log-probs."""
+    def start(self, prompts: Sequence[Sequence[int]], usage: Usage | None = None) -> "KVBatch":
+        """Prefill a ragged batch of token-id prompts; the batch's ``logprobs`` are the next-token log-probs.
+
+        Every forward the batch runs, this prefill included, is added to ``usage`` (a new :class:`Usage` if None;
+        either way it is the batch's ``usage``)."""
         if len(prompts) == 0:
             raise ValueError("prompts: empty list; pass at least one prompt")
         for i, p in enumerate(prompts):
@@ -105,18 +123,20 @@ class LanguageModel:
         for i, p in enumerate(prompts):  # once per batch, at prefill: left padding
             ids[i, width - len(p) :] = torch.as_tensor(list(p), dtype=torch.long)
             mask[i, width - len(p) :] = 1
-        batch = KVBatch(self, mask.to(self.device))
-        batch.logprobs = batch._forward(ids.to(self.device), keep_all=False)[:, -1]
+        batch = KVBatch(self, mask.to(self.device), usage)
+        batch.logprobs = batch._forward(ids.to(self.device))
         return batch
 
     @torch.no_grad()
     def score(self, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]],
-              law: Callable[[torch.Tensor], torch.Tensor] | None = None, max_elements: int = 2**26) -> torch.Tensor:
+              law: Callable[[torch.Tensor], torch.Tensor] | None = None, max_elements: int = 2**26,
+              usage: Usage | None = None) -> torch.Tensor:
         """log p(continuation | prompt) of each pair: the sum of the next-token log-probs of its tokens, [N] float64.
 
         One prefill of the prompts and one forward over the continuations per chunk of rows; chunks keep the
         [rows, length, V] log-probs under ``max_elements`` floats. ``law`` maps each position's log-probs [R, V]
-        to the log-probs of another law first (a tempered model: a stateless sampler's ``law``).
+        to the log-probs of another law first (a tempered model: a stateless sampler's ``law``). The forwards are
+        added to ``usage`` where given.
 
         Example:
             >>> lm.score([lm.encode("The capital of France is")], [lm.encode(" Paris")])   # doctest: +SKIP
@@ -136,7 +156,7 @@ class LanguageModel:
             ids = torch.full((len(chunk), width), self.pad_token_id, dtype=torch.long)
             for j, i in enumerate(chunk):  # host token lists to one tensor, once per chunk
                 ids[j, : lengths[j]] = torch.as_tensor(list(continuations[i]), dtype=torch.long)
-            batch = self.start([prompts[i] for i in chunk])
+            batch = self.start([prompts[i] for i in chunk], usage)
             logprobs = batch.logprobs[:, None]
             if width > 1:
                 logprobs = torch.cat([logprobs, batch.step(ids[:, :-1], all_positions=True)], dim=1)
@@ -148,39 +168,113 @@ class LanguageModel:
             out[start : start + len(chunk)] = torch.where(real, token_lp, 0.0).sum(1).cpu()
         return out
 
+    def new_cache(self):
+        """An empty KV cache for :meth:`forward`: a transformers ``DynamicCache`` of full layers, so that cropping
+        and reordering it are exact for sliding-window models too."""
+        from transformers import DynamicCache  # transformers loads in seconds; `import decoding` does not need it
+
+        return DynamicCache()
+
+    @torch.no_grad()
+    def forward(self, ids: torch.Tensor, cache, attention_mask, position_ids: torch.Tensor, *,
+                fed: torch.Tensor | None = None, all_positions: bool = False, lazy_head: bool = False,
+                usage: Usage | None = None) -> "torch.Tensor | NodeLogprobs":
+        """One model forward over ``ids`` [B, n] after the entries of ``cache`` (from :meth:`new_cache`; the model
+        appends to it in place), counted in ``forwards``/``tokens_processed`` and in ``usage``.
+        :class:`KVBatch` builds the masks and positions; this is the only place the model runs.
+
+        Args:
+            attention_mask: [B, past + n] 1 for real tokens, or additive masks (B, 1, n, past + n), or a dict of
+                them by attention type (``"full_attention"``, ``"sliding_attention"``).
+            position_ids: [B, n].
+            fed: [B, n], nonzero for the tokens that count as work (padding excluded); default all of them.
+            all_positions: log-probs after every position, [B, n, V]; else after the last one, [B, V].
+            lazy_head: a :class:`NodeLogprobs` over every position that runs the LM head only where read. The first
+                lazy forward of a model computes every position to check :meth:`head_logits` against the model's
+                own logits; a model that fails the check computes every position in all its lazy forwards.
+        """
+        kwargs = {self._cache_arg: cache}
+        lazy = lazy_head and self._keep_arg and self._head_exact is not False
+        if lazy:
+            kwargs["output_hidden_states"] = True  # the last entry is the final (normed) hidden state
+            if self._head_exact:  # no position's logits (an empty index)
+                kwargs["logits_to_keep"] = torch.zeros(0, dtype=torch.long, device=ids.device)
+        elif self._keep_arg and not (all_positions or lazy_head):
+            kwargs["logits_to_keep"] = 1
+        out = self.model(input_ids=ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
+                         **kwargs)
+        tokens = ids.numel() if fed is None else int(fed.sum())
+        self.forwards += 1
+        self.tokens_processed += tokens
+        if usage is not None:
+            usage.forwards += 1
+            usage.tokens += tokens
+        if not lazy:
+            if lazy_head:
+                return NodeLogprobs.of(self.log_softmax(out.logits))
+            return self.log_softmax(out.logits if all_positions else out.logits[:, -1])
+        hidden = out.hidden_states[-1]
+        if self._head_exact is None:  # first lazy forward: every position's logits, to check the head once
+            self._check_head(hidden, out.logits)
+            return NodeLogprobs.of(self.log_softmax(out.logits))
+        return NodeLogprobs(self, hidden)
+
     def head_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The model's logits from its final hidden states [M, d]: the output embeddings, then Gemma 2's final
         soft-capping where the config has one. A model whose head does more (a logit scale) fails the check run
         on the first lazy forward, and its lazy forwards then compute every position's logits in the model.
 
-        A linear head is computed as ``W @ h^T``: for a few rows, ``h @ W^T`` makes the CPU BLAS repack the whole
-        [V, d] weight on every call (Gemma 3 270M, 2 cores: 110-180 ms for 2-12 rows against 40-120 ms)."""
+        A linear head with a plain weight is computed as ``W @ h^T``: for a few rows, ``h @ W^T`` makes the CPU
+        BLAS repack the whole [V, d] weight on every call (Gemma 3 270M, 2 cores: 110-180 ms for 2-12 rows against
+        40-120 ms). Any other head, or a weight that is a tensor subclass (a tensor-parallel DTensor, a quantised
+        tensor), is called as a module, so its own hooks run (tensor parallelism gathers the sharded logits)."""
         head = self.model.get_output_embeddings()
-        if isinstance(head, torch.nn.Linear):
-            logits = torch.mm(head.weight, hidden.reshape(-1, hidden.shape[-1]).T).T.reshape(*hidden.shape[:-1], -1)
-            logits = logits if head.bias is None else logits + head.bias
-        else:
+        logits = None
+        if isinstance(head, torch.nn.Linear) and type(head.weight) in (torch.Tensor, torch.nn.Parameter):
+            try:
+                logits = torch.mm(head.weight, hidden.reshape(-1, hidden.shape[-1]).T).T
+                logits = logits.reshape(*hidden.shape[:-1], -1)
+                logits = logits if head.bias is None else logits + head.bias
+            except RuntimeError:  # a head whose weight W @ h^T cannot take as it is: the module knows its own
+                logits = None
+        if logits is None:
             logits = head(hidden)
         cap = getattr(self.model.config, "final_logit_softcapping", None)
         return logits if not cap else torch.tanh(logits / cap) * cap
 
     def _check_head(self, hidden: torch.Tensor, logits: torch.Tensor) -> None:
-        """Compare :meth:`head_logits` with the model's own logits (same hidden states), once per model."""
-        ours = self.head_logits(hidden).float()
+        """Compare :meth:`head_logits` with the model's own logits (same hidden states), once per model; a head
+        that cannot run on its own fails the check (lazy forwards then compute every position in the model)."""
+        try:
+            ours = self.head_logits(hidden).float()
+        except RuntimeError:
+            self._head_exact = False
+            return
         logits = logits.float()
         tol = 1e-3 if self.dtype == torch.float32 else 2e-2  # 16-bit weights round the head's sums
         scale = logits.abs().amax().clamp_min(1.0)
-        self._head_exact = bool(((ours - logits).abs().amax() <= tol * scale).item())
+        self._head_exact = ours.shape == logits.shape and bool(((ours - logits).abs().amax() <= tol * scale).item())
 
-    def _logprobs(self, logits: torch.Tensor) -> torch.Tensor:
-        logits = logits.float()
-        if self._n_text < self.vocab_size:  # LM-head padding rows: no token, no mass
-            logits[..., self._n_text :] = float("-inf")
-        return torch.log_softmax(logits, dim=-1)
+    def log_softmax(self, logits: torch.Tensor) -> torch.Tensor:
+        """float32 log-probabilities of logits [..., V]; rows of the LM head past the tokenizer (padding rows: no
+        token) get -inf. The input is not changed."""
+        x = logits.float()
+        if self._n_text < self.vocab_size:
+            x = x.clone() if x is logits else x
+            x[..., self._n_text :] = float("-inf")
+        return torch.log_softmax(x, dim=-1)
 
     def __repr__(self) -> str:
         name = getattr(self.model.config, "_name_or_path", "") or type(self.model).__name__
         return f"LanguageModel({name!r}, vocab={self.vocab_size}, device={self.device}, dtype={self.dtype})"
+
+
+def _edit_layers(cache, edit: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Replace the keys and the values [B, H, L, D] of every filled layer of a transformers cache by ``edit`` of
+    them (rows picked, positions cropped or gathered), in place."""
+    for layer in cache.layers:
+        if getattr(layer, "keys", None) is not None and layer.keys.numel():
+            layer.keys, layer.values = edit(layer.keys), edit(layer.values)
 
 
 class KVBatch:
@@ -189,14 +283,14 @@ class KVBatch:
     Attributes:
         logprobs: [B, V] float32 next-token log-probabilities after the last fed token.
         attention_mask: [B, L] 1 for real tokens, 0 for left padding.
+        usage: the :class:`Usage` every forward of this batch is added to.
     """
 
-    def __init__(self, lm: LanguageModel, attention_mask: torch.Tensor):
-        from transformers import DynamicCache
-
+    def __init__(self, lm: LanguageModel, attention_mask: torch.Tensor, usage: Usage | None = None):
         self.lm = lm
-        self.cache = DynamicCache()  # full layers, so crop and reorder are exact for sliding-window models too
+        self.cache = lm.new_cache()
         self.attention_mask = attention_mask
+        self.usage = usage if usage is not None else Usage()
         self.logprobs: torch.Tensor | None = None
         self.committed = attention_mask.shape[1]  # slots before the pending tree (all of them without one)
         self._tree_anc: torch.Tensor | None = None  # [B, T, T] bool: tree slot j sees tree slot i
@@ -217,6 +311,11 @@ class KVBatch:
         """[B] number of real tokens of each row."""
         return self.attention_mask.sum(-1)
 
+    @property
+    def tree_pending(self) -> bool:
+        """Whether a draft tree fed by :meth:`tree_step` waits for :meth:`commit`."""
+        return self._tree_anc is not None
+
     @torch.no_grad()
     def step(self, tokens: torch.Tensor, all_positions: bool = False) -> torch.Tensor:
         """Feed ``tokens`` ([B] or [B, k]) after each row; returns the new next-token log-probs [B, V]
@@ -226,7 +325,7 @@ class KVBatch:
             tokens = tokens[:, None]
         if tokens.shape[0] != self.batch_size:
             raise ValueError(f"tokens: {tokens.shape[0]} rows for a batch of {self.batch_size}")
-        if self._holes or self._tree_anc is not None:  # gaps or a pending tree: positions need explicit masks
+        if self._holes or self.tree_pending:  # gaps or a pending tree: positions need explicit masks
             k = tokens.shape[1]
             chain = torch.arange(-1, k - 1, device=tokens.device).expand(self.batch_size, k)
             out = self.tree_step(tokens, chain)
@@ -236,44 +335,19 @@ class KVBatch:
         ones = torch.ones_like(tokens, dtype=self.attention_mask.dtype)
         self.attention_mask = torch.cat([self.attention_mask, ones], dim=1)
         self.committed = self.attention_mask.shape[1]
-        out = self._forward(tokens, keep_all=all_positions)
-        self.logprobs = out[:, -1]
-        return out if all_positions else self.logprobs
+        out = self._forward(tokens, all_positions=all_positions)
+        self.logprobs = out[:, -1] if all_positions else out
+        return out
 
-    def _forward(self, ids: torch.Tensor, keep_all: bool, positions: torch.Tensor | None = None,
+    def _forward(self, ids: torch.Tensor, all_positions: bool = False, positions: torch.Tensor | None = None,
                  mask=None, lazy_head: bool = False):
-        """One model forward over ``ids``: log-probs after the last position (all of them with ``keep_all``), or
-        with ``lazy_head`` a :class:`NodeLogprobs` of the final hidden states (no logits computed yet)."""
-        new = ids.shape[1]
+        """:meth:`LanguageModel.forward` over ``ids``, the last columns of ``attention_mask`` (what counts as fed),
+        after this batch's cache; positions follow the mask unless given."""
+        fed = self.attention_mask[:, -ids.shape[1] :]
         if positions is None:
-            positions = (self.attention_mask.cumsum(-1) - 1).clamp_min(0)[:, -new:]
-        kwargs = {}
-        lazy = lazy_head and self.lm._keep_arg and self.lm._head_exact is not False
-        if lazy:
-            kwargs["output_hidden_states"] = True  # the last entry is the final (normed) hidden state
-            if self.lm._head_exact:  # no position's logits (an empty index)
-                kwargs["logits_to_keep"] = torch.zeros(0, dtype=torch.long, device=ids.device)
-        elif self.lm._keep_arg and not keep_all:
-            kwargs["logits_to_keep"] = 1
-        out = self.lm.model(
-            input_ids=ids,
-            attention_mask=self.attention_mask if mask is None else mask,
-            position_ids=positions,
-            past_key_values=self.cache,
-            use_cache=True,
-            **kwargs,
-        )
-        self.cache = out.past_key_values
-        self.lm.forwards += 1
-        self.lm.tokens_processed += int(self.attention_mask[:, -new:].sum())
-        if not lazy:
-            logprobs = self.lm._logprobs(out.logits)
-            return NodeLogprobs.of(logprobs) if lazy_head else logprobs
-        hidden = out.hidden_states[-1]
-        if self.lm._head_exact is None:  # first lazy forward: every position's logits, to check the head once
-            self.lm._check_head(hidden, out.logits)
-            return NodeLogprobs.of(self.lm._logprobs(out.logits))
-        return NodeLogprobs(self.lm, hidden)
+            positions = (self.attention_mask.cumsum(-1) - 1).clamp_min(0)[:, -ids.shape[1] :]
+        return self.lm.forward(ids, self.cache, self.attention_mask if mask is None else mask, positions, fed=fed,
+                               all_positions=all_positions, lazy_head=lazy_head, usage=self.usage)
 
     @torch.no_grad()
     def tree_step(self, tokens: torch.Tensor, parents: torch.Tensor, valid: torch.Tensor | None = None,
@@ -319,9 +393,7 @@ class KVBatch:
         key_pos = torch.cat([context.cumsum(-1) - 1, lengths[:, None] + depth], dim=1)
         mask = self._masks(sees, positions, key_pos)
         self._tree_anc, self._tree_depth = anc, depth
-        out = self._forward(tokens, keep_all=True, positions=positions, mask=mask, lazy_head=lazy_head)
-        self.lm.tokens_processed -= int((~valid).sum())  # padding nodes are not work
-        return out
+        return self._forward(tokens, all_positions=True, positions=positions, mask=mask, lazy_head=lazy_head)
 
     def _grow_tree(self, parents: torch.Tensor, valid: torch.Tensor, old: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Ancestor-or-self matrix and depths of the tree slots after appending nodes with these parents."""
@@ -364,17 +436,17 @@ class KVBatch:
         Rows keeping fewer than m slots get gaps (masked slots) after their kept ones; later forwards use
         explicit masks and real positions, so the gaps change nothing.
         """
-        if self._tree_anc is None:
+        if not self.tree_pending:
             raise ValueError("commit: no pending tree; feed one with tree_step first")
         keep = keep.to(self.attention_mask.device).long()
         src = self.committed + keep.clamp_min(0)  # [B, m] cache slots
         kept = (keep >= 0).to(self.attention_mask.dtype)
-        for layer in self.cache.layers:
-            if getattr(layer, "keys", None) is not None and layer.keys.numel():
-                index = src.to(layer.keys.device)[:, None, :, None]
-                index = index.expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])
-                layer.keys = torch.cat([layer.keys[:, :, : self.committed], layer.keys.gather(2, index)], dim=2)
-                layer.values = torch.cat([layer.values[:, :, : self.committed], layer.values.gather(2, index)], dim=2)
+
+        def keep_path(kv: torch.Tensor) -> torch.Tensor:  # kv: [B, H, L, D]
+            index = src.to(kv.device)[:, None, :, None].expand(-1, kv.shape[1], -1, kv.shape[3])
+            return torch.cat([kv[:, :, : self.committed], kv.gather(2, index)], dim=2)
+
+        _edit_layers(self.cache, keep_path)
         self.attention_mask = torch.cat([self.attention_mask[:, : self.committed], kept], dim=1)
         self._holes = self._holes or bool((keep < 0).any())
         self.committed = self.attention_mask.shape[1]
@@ -383,12 +455,9 @@ class KVBatch:
     def reorder(self, indices: torch.Tensor | Sequence[int]) -> None:
         """Keep the rows ``indices`` in that order (duplicates allowed: SMC resampling)."""
         idx = torch.as_tensor(indices, dtype=torch.long, device=self.attention_mask.device)
-        if self._tree_anc is not None:
+        if self.tree_pending:
             self._tree_anc, self._tree_depth = self._tree_anc[idx], self._tree_depth[idx]
-        for layer in self.cache.layers:
-            if getattr(layer, "keys", None) is not None and layer.keys.numel():
-                layer.keys = layer.keys.index_select(0, idx.to(layer.keys.device))
-                layer.values = layer.values.index_select(0, idx.to(layer.values.device))
+        _edit_layers(self.cache, lambda kv: kv.index_select(0, idx.to(kv.device)))
         self.attention_mask = self.attention_mask.index_select(0, idx)
         if self.logprobs is not None:
             self.logprobs = self.logprobs.index_select(0, idx.to(self.logprobs.device))
@@ -398,12 +467,9 @@ class KVBatch:
         until the next ``step``: re-feed the last kept token's successor, as speculative decoding does."""
         if not 0 < length <= self.length:
             raise ValueError(f"length must be in [1, {self.length}], got {length}")
-        if self._tree_anc is not None:
+        if self.tree_pending:
             raise ValueError("crop: a draft tree is pending; end it with commit() first")
-        for layer in self.cache.layers:
-            if getattr(layer, "keys", None) is not None and layer.keys.numel():
-                layer.keys = layer.keys[..., :length, :]
-                layer.values = layer.values[..., :length, :]
+        _edit_layers(self.cache, lambda kv: kv[:, :, :length])
         self.attention_mask = self.attention_mask[:, :length]
         self.committed = min(self.committed, length)
         self.logprobs = None
@@ -467,7 +533,7 @@ class NodeLogprobs:
         rows, nodes = rows[missing], nodes[missing]
         with torch.no_grad():
             logits = self.lm.head_logits(self.hidden[rows, nodes])
-        self._values[rows, nodes] = self.lm._logprobs(logits)
+        self._values[rows, nodes] = self.lm.log_softmax(logits)
         self._done[rows, nodes] = True
         self.lm.head_rows += len(rows)
 
@@ -515,13 +581,9 @@ def load(
         >>> lm = load()                                   # doctest: +SKIP
         >>> lm = load("path/to/checkpoint", device="cuda") # doctest: +SKIP
     """
-    from pathlib import Path
-
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # seconds to load; `import decoding` skips it
 
     if name is None:
-        from decoding.default_model import prepare
-
         name = str(prepare(progress=progress))
     elif not Path(name).expanduser().is_dir() and (Path(name).suffix or name.count("/") != 1 or name.startswith((".", "/", "~"))):
         raise ValueError(

@@ -142,7 +142,7 @@ def test_mu_in_model_generate_follows_the_emitted_tokens(llama_lm):
         ids = out[row][enc["attention_mask"][row].bool().tolist() + [True] * steps].tolist()
         prompt_len = int(enc["attention_mask"][row].sum())
         with torch.no_grad():
-            logprobs = llama_lm._logprobs(llama_lm.model(torch.tensor([ids])).logits[0])
+            logprobs = llama_lm.log_softmax(llama_lm.model(torch.tensor([ids])).logits[0])
         mu = 2 * tau
         for t in range(steps - 1):  # the last token is emitted after the last processor call
             token = ids[prompt_len + t]

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
+
 import pytest
 import torch
 
 import decoding as dc
 from decoding import LanguageModel
+from decoding.model import Usage
 
 
 def reference(lm: LanguageModel, ids: list[int]) -> torch.Tensor:
     """Next-token log-probs from one unpadded, uncached forward of the whole sequence."""
     with torch.no_grad():
         logits = lm.model(torch.tensor([ids])).logits[0, -1].float()
-    return lm._logprobs(logits)
+    return lm.log_softmax(logits)
 
 
 PROMPTS = ["Hello world, this prompt is longer than the sliding window", "Hi", "The quick brown fox jumps"]
@@ -74,6 +78,68 @@ def test_counters_count_forwards_and_real_tokens(llama_lm):
     batch.step(torch.tensor([5, 6]))
     assert llama_lm.forwards - f0 == 2
     assert llama_lm.tokens_processed - t0 == 4 + 2  # padding is not counted
+    valid = torch.tensor([[True, True, False], [True, False, False]])
+    batch.tree_step(torch.tensor([[7, 8, 9], [7, 8, 9]]), torch.tensor([[-1, 0, 0], [-1, 0, 0]]), valid)
+    assert llama_lm.forwards - f0 == 3
+    assert llama_lm.tokens_processed - t0 == 4 + 2 + 3  # nor are padding nodes of a tree
+
+
+def test_usage_counts_each_batch_apart_and_the_model_counts_all(llama_lm):
+    """Two interleaved batches of one model (two concurrent calls) count their own forwards and fed tokens in
+    their own Usage; together they make the model's lifetime counters' growth."""
+    f0, t0 = llama_lm.forwards, llama_lm.tokens_processed
+    a, b = Usage(), Usage()
+    first = llama_lm.start([[1, 2, 3], [4]], usage=a)  # 4 tokens
+    second = llama_lm.start([[5, 6]], usage=b)  # 2
+    first.step(torch.tensor([7, 8]))  # 2
+    second.step(torch.tensor([[9, 10, 11]]))  # 3
+    second.tree_step(torch.tensor([[1, 2, 3]]), torch.tensor([[-1, 0, 0]]), torch.tensor([[True, True, False]]))  # 2
+    second.commit(torch.tensor([[0, 1]]))
+    second.step(torch.tensor([12]))  # 1, through the explicit-mask path (commit left a gap)
+    first.reorder([1, 1, 0])
+    first.step(torch.tensor([1, 2, 3]))  # 3
+    assert first.usage is a and second.usage is b
+    assert (a.forwards, a.tokens) == (3, 4 + 2 + 3)
+    assert (b.forwards, b.tokens) == (4, 2 + 3 + 2 + 1)
+    scored = Usage()
+    llama_lm.score([[1, 2], [3]], [[4, 5, 6], [7]], usage=scored)  # prefill 3, then 2 per row (row 1 feeds 7 and a pad after its end)
+    assert (scored.forwards, scored.tokens) == (2, 3 + 4)
+    assert llama_lm.forwards - f0 == a.forwards + b.forwards + scored.forwards
+    assert llama_lm.tokens_processed - t0 == a.tokens + b.tokens + scored.tokens
+    assert llama_lm.start([[1]]).usage == Usage(forwards=1, tokens=1)  # a batch started without one has its own
+
+
+def test_forwards_raise_no_deprecation_or_future_warnings(tiny_lm):
+    """Prefill, steps, a lazy tree, a commit with gaps and scoring pass transformers the arguments it wants now
+    (``cache``, not ``past_key_values``) and read nothing deprecated off its outputs: no warning at all, whether
+    through ``warnings`` or transformers' logger."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.warning_once.cache_clear()  # transformers logs some deprecations once per process
+    logged: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = logged.append
+    logger = logging.getLogger("transformers")
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            lm = dc.LanguageModel(tiny_lm.model, tiny_lm.tokenizer)  # its first lazy forward checks the head
+            batch = lm.start([lm.encode(PROMPTS[0]), lm.encode(PROMPTS[1])])
+            batch.step(torch.tensor([5, 6]))
+            batch.step(torch.tensor([[7, 8], [9, 10]]), all_positions=True)
+            for _ in range(2):
+                tree = batch.tree_step(torch.tensor([[5, 6, 7], [8, 9, 10]]), torch.tensor([[-1, 0, 0], [-1, 0, 1]]),
+                                       lazy_head=True)
+                tree.at(torch.tensor([0, 1]), torch.tensor([[0], [2]]))
+                batch.commit(torch.tensor([[0, 2], [0, -1]]))
+            batch.step(torch.tensor([11, 12]))
+            batch.reorder([1, 0])
+            batch.crop(batch.length - 1)
+            lm.score([[1, 2]], [[3, 4]])
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in logged] == []
 
 
 def test_logits_rows_past_the_tokenizer_are_impossible(llama_tokenizer):
@@ -85,6 +151,9 @@ def test_logits_rows_past_the_tokenizer_are_impossible(llama_tokenizer):
     lp = lm.start([lm.encode("hi")]).logprobs
     assert torch.isneginf(lp[0, len(llama_tokenizer):]).all()
     torch.testing.assert_close(lp[0].exp().sum(), torch.tensor(1.0))
+    logits = torch.zeros(2, lm.vocab_size)
+    torch.testing.assert_close(lm.log_softmax(logits)[:, :len(llama_tokenizer)].exp().sum(-1), torch.ones(2))
+    assert bool((logits == 0).all())  # the caller's logits are not changed
 
 
 def test_eos_ids_from_model_and_tokenizer(gemma_lm, llama_lm):
@@ -187,9 +256,13 @@ def test_tree_step_bad_parents_and_crop_during_a_tree(tiny_lm):
         batch.tree_step(torch.tensor([[5, 6]]), torch.tensor([[-1, 1]]))  # a node cannot be its own parent
     with pytest.raises(ValueError, match="commit"):
         batch.commit(torch.tensor([[0]]))
+    assert not batch.tree_pending
     batch.tree_step(torch.tensor([[5]]), torch.tensor([[-1]]))
+    assert batch.tree_pending
     with pytest.raises(ValueError, match="commit"):
         batch.crop(1)
+    batch.commit(torch.tensor([[0]]))
+    assert not batch.tree_pending
 
 
 def test_score_equals_the_decode_loops_log_probabilities(tiny_lm):

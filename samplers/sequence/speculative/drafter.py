@@ -171,7 +171,7 @@ class ModelDraft(Drafter):
         accepted, final = accepted.to(dev), final.to(dev)
         slot = tree.data["draft_slot"].to(dev).gather(1, accepted.clamp_min(0))
         fed = (accepted >= 0) & (slot >= 0)
-        if state.batch._tree_anc is not None:
+        if state.batch.tree_pending:
             state.batch.commit(torch.where(fed, slot, -1))
         unseen = (accepted >= 0) & ~fed  # accepted leaves the draft never expanded: fed next round
         tokens = torch.cat([tree.tokens.to(dev).gather(1, accepted.clamp_min(0)), final[:, None]], 1)
