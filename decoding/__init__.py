@@ -16,7 +16,7 @@ from decoding.decode import Ancestral, DecodeTask, Decoder, End, Generation, Row
 from decoding.dsir import Selection, select
 from decoding.generate import GenerationOutput, generate
 from decoding.kernels.random import RowStreams
-from decoding.model import KVBatch, LanguageModel, load
+from decoding.model import KVBatch, LanguageModel, Usage, load
 from decoding.samplers import (
     AWRS, Categorical, Greedy, Masked, MinP, Mirostat, Sample, SamplerChain, Temperature, TokenSampler, TopH, TopK,
     TopP, Typical,
@@ -38,6 +38,6 @@ __all__ = [
     "GenerationOutput", "Greedy", "JsonSchema", "KVBatch", "LanguageModel", "Masked", "MinP", "Mirostat",
     "ModelDraft", "MultiDraft", "NGramDraft", "Predicate", "Regex", "RowStreams", "Rows", "SIR", "SIRGeneration", "SMC",
     "SMCGeneration", "Sample", "SamplerChain", "Selection", "SequenceSampler", "Speculative", "Stats", "Temperature",
-    "TokenConstraint", "TokenSampler", "TopH", "TopK", "TopP", "Typical", "Vocabulary", "alpha_star", "generate",
+    "TokenConstraint", "TokenSampler", "TopH", "TopK", "TopP", "Typical", "Usage", "Vocabulary", "alpha_star", "generate",
     "early_exit", "hf", "load", "select", "vocab_trim",
 ]

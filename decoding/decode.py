@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from decoding.kernels.random import RowStreams
-from decoding.model import LanguageModel
+from decoding.model import LanguageModel, Usage
 from decoding.samplers.base import TokenSampler
 
 
@@ -52,6 +52,7 @@ class DecodeTask:
     seed: int | Sequence[int] = 0
     stop: tuple[str, ...] = ()
     on_token: Callable[[int, int], None] | None = None  # (row, token id), called as tokens are produced
+    usage: Usage = field(default_factory=Usage)  # this task's model work: every forward it runs adds to it
 
 
 @dataclass
@@ -146,7 +147,7 @@ class Decoder:
     def __init__(self, lm: LanguageModel, task: DecodeTask, sampler: TokenSampler, rng: RowStreams | None = None):
         sampler = sampler.bind(lm)
         self.lm, self.task, self.sampler = lm, task, sampler
-        self.batch = lm.start(task.prompts)
+        self.batch = lm.start(task.prompts, usage=task.usage)
         device = self.batch.logprobs.device
         self.rows = Rows(lm, task, max(task.max_new_tokens, 1), device, rng)
         self.state = sampler.init_state(len(task.prompts), device)
@@ -338,7 +339,7 @@ def replicated(lm: LanguageModel, task: DecodeTask, sampler: TokenSampler, n: in
     """A Decoder over every prompt of ``task`` repeated ``n`` times (SMC's particles, SIR's proposals): prompt i's
     rows draw from stream group i (``RowStreams.grouped``), and nothing is streamed to ``task.on_token``."""
     prompts = [p for p in task.prompts for _ in range(n)]
-    inner = DecodeTask(prompts, task.max_new_tokens, 0, task.stop, None)
+    inner = DecodeTask(prompts, task.max_new_tokens, 0, task.stop, None, task.usage)
     return Decoder(lm, inner, sampler, rng=RowStreams.grouped(task.seed, len(task.prompts), n))
 
 

@@ -71,11 +71,11 @@ def generate(
         if len(seed) != len(texts):
             raise ValueError(f"seed: got {len(seed)} seeds for {len(texts)} prompts; pass one int or one per prompt")
     task = DecodeTask([lm.encode(t) for t in texts], max_new_tokens, seed, stops, on_token)
-    forwards, tokens, start = lm.forwards, lm.tokens_processed, time.perf_counter()
+    start = time.perf_counter()
     sequences = runner.run(lm, task)
     stats = Stats(
-        forwards=lm.forwards - forwards,
-        tokens=lm.tokens_processed - tokens,
+        forwards=task.usage.forwards,  # this call's work alone, whatever else runs on the model meanwhile
+        tokens=task.usage.tokens,
         new_tokens=sum(len(s.token_ids) for s in sequences),
         wall_time=time.perf_counter() - start,
         counters=sum_counters(sequences),

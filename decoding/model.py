@@ -128,6 +128,26 @@ class LanguageModel:
         return batch
 
     @torch.no_grad()
+    def check_same_vocabulary(self, other: "LanguageModel", name: str) -> None:
+        """Raise a ValueError naming the argument ``name`` (``other``) and the first token id on which the two
+        tokenizers disagree; a draft or a target model must share this model's tokenizer."""
+        if self.tokenizer is None or other.tokenizer is None:
+            if self.vocab_size != other.vocab_size:
+                raise ValueError(f"{name}: its vocabulary has {other.vocab_size} entries, this model's "
+                                 f"{self.vocab_size}; it must share this model's tokenizer")
+            return
+        a, b = len(self.tokenizer), len(other.tokenizer)
+        ids = list(range(min(a, b)))
+        ta, tb = self.tokenizer.convert_ids_to_tokens(ids), other.tokenizer.convert_ids_to_tokens(ids)
+        first = next((i for i, (x, y) in enumerate(zip(ta, tb)) if x != y), None)
+        if first is None and a != b:
+            first = min(a, b)
+        if first is not None:
+            shown = lambda tok, n: repr(tok.convert_ids_to_tokens(first)) if first < n else "no token"  # noqa: E731
+            raise ValueError(f"{name}: its vocabulary differs from this model's at token id {first} (this model "
+                             f"{shown(self.tokenizer, a)}, {name} {shown(other.tokenizer, b)}); it must share this "
+                             "model's tokenizer")
+
     def score(self, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]],
               law: Callable[[torch.Tensor], torch.Tensor] | None = None, max_elements: int = 2**26,
               usage: Usage | None = None) -> torch.Tensor:

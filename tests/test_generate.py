@@ -23,7 +23,7 @@ def forced_logprob(lm, prompt: str, tokens: list[int]) -> float:
     ids = lm.encode(prompt)
     with torch.no_grad():
         logits = lm.model(torch.tensor([ids + tokens])).logits[0].float()
-    lp = lm._logprobs(logits)[len(ids) - 1 : -1]
+    lp = lm.log_softmax(logits)[len(ids) - 1 : -1]
     return float(lp.gather(-1, torch.tensor(tokens)[:, None]).sum())
 
 
@@ -60,6 +60,17 @@ def test_same_seed_same_output_and_rows_independent_of_batch(llama_lm):
     assert alone[0].token_ids == a[1].token_ids
     other = dc.generate(llama_lm, ["x", "y", "z"], sampler, max_new_tokens=8, seed=[8, 9, 10])
     assert [s.token_ids for s in other] != [s.token_ids for s in a]
+
+
+def test_stats_count_this_call_alone_while_another_runs_on_the_model(llama_lm):
+    """A second generate on the same model in the middle of the first (as two threads would interleave): each call's
+    stats count its own forwards and tokens, not the model's totals in between."""
+    alone = dc.generate(llama_lm, "a b c", dc.Greedy(), max_new_tokens=5).stats
+    inner = []
+    nested = lambda row, token: inner.append(dc.generate(llama_lm, "x", dc.Greedy(), max_new_tokens=3).stats)  # noqa: E731
+    outer = dc.generate(llama_lm, "a b c", dc.Greedy(), max_new_tokens=5, on_token=nested).stats
+    assert len(inner) == 5 and all((s.forwards, s.tokens) == (inner[0].forwards, inner[0].tokens) for s in inner)
+    assert (outer.forwards, outer.tokens) == (alone.forwards, alone.tokens) == (5, len(llama_lm.encode("a b c")) + 4)
 
 
 def test_eos_ends_a_row_and_others_continue(llama_lm):

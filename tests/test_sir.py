@@ -202,3 +202,10 @@ def test_bad_arguments_are_named():
         dc.SIR(dc.TopK(3), target=3)
     with pytest.raises(ValueError, match=r"^resampling must be"):
         dc.SIR(dc.TopK(3), resampling="best")
+
+
+def test_a_target_model_with_another_tokenizer_is_refused_before_decoding(llama_lm, gemma_lm):
+    forwards = llama_lm.forwards
+    with pytest.raises(ValueError, match=r"^target: its vocabulary differs from this model's at token id \d+"):
+        dc.generate(llama_lm, "x", dc.SIR(dc.TopK(5), n=2, target=gemma_lm), max_new_tokens=2)
+    assert llama_lm.forwards == forwards

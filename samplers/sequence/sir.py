@@ -47,7 +47,7 @@ from decoding.constraints.base import Constraint, TokenConstraint
 from decoding.decode import DecodeTask, Generation, SequenceSampler, replicated, sum_counters
 from decoding.kernels.random import RowStreams
 from decoding.kernels.resampling import check_scheme, ess, normalised, resample
-from decoding.model import LanguageModel
+from decoding.model import LanguageModel, Usage
 from decoding.samplers.base import SamplerChain, TokenSampler, check_int, stateless_law
 
 _RESAMPLING_STREAM = 0x51_2E5A  # the prompts' resampling streams are keyed apart from the proposals'
@@ -99,7 +99,7 @@ class SIR(SequenceSampler):
         self.replace, self.resampling = replace, check_scheme(resampling)
 
     def run(self, lm: LanguageModel, task: DecodeTask) -> list[SIRGeneration]:
-        score = _scorer(self.target, self._target_law, lm)  # binds and checks the target before any model work
+        score = _scorer(self.target, self._target_law, lm, task.usage)  # binds and checks the target before any model work
         b, n = len(task.prompts), self.n
         prompts = [p for p in task.prompts for _ in range(n)]
         decoder = replicated(lm, task, self.proposal, n)
@@ -180,19 +180,17 @@ def _check_target(target) -> SamplerChain | None:
 Scorer = Callable[[list[list[int]], list[Generation], torch.Tensor], torch.Tensor]
 
 
-def _scorer(target, law: SamplerChain | None, lm: LanguageModel) -> Scorer:
+def _scorer(target, law: SamplerChain | None, lm: LanguageModel, usage: Usage) -> Scorer:
     """log p(x) (up to a constant) of each proposal, from its prompt, its Generation and the run's log p_model;
-    ``law`` is a tempered target's checked law."""
+    ``law`` is a tempered target's checked law; rescoring forwards are added to ``usage``."""
     if target is None:
         return lambda prompts, samples, model_lp: model_lp
     if law is not None:
         return lambda prompts, samples, model_lp: lm.score(prompts, [s.token_ids for s in samples],
-                                                           lambda lp: law.law(lp, None))
+                                                           lambda lp: law.law(lp, None), usage=usage)
     if isinstance(target, LanguageModel):
-        from decoding.samplers.sequence.speculative.drafter import check_same_vocabulary
-
-        check_same_vocabulary(lm, target)
-        return lambda prompts, samples, model_lp: target.score(prompts, [s.token_ids for s in samples])
+        lm.check_same_vocabulary(target, "target")
+        return lambda prompts, samples, model_lp: target.score(prompts, [s.token_ids for s in samples], usage=usage)
     if isinstance(target, (Constraint, TokenConstraint)):
         bound = target.bind(lm.vocabulary, lm.device) if isinstance(target, Constraint) else target
         return lambda prompts, samples, model_lp: model_lp + _potential(bound, samples)

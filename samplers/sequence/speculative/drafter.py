@@ -65,26 +65,6 @@ class Drafter:
         raise NotImplementedError
 
 
-def check_same_vocabulary(target: LanguageModel, draft: LanguageModel) -> None:
-    """Raise ValueError naming the first token id on which the two tokenizers disagree."""
-    if target.tokenizer is None or draft.tokenizer is None:
-        if target.vocab_size != draft.vocab_size:
-            raise ValueError(f"draft: its vocabulary has {draft.vocab_size} entries, the target's {target.vocab_size}; "
-                             "a draft must share the target's tokenizer")
-        return
-    a, b = len(target.tokenizer), len(draft.tokenizer)
-    ids = list(range(min(a, b)))
-    ta, tb = target.tokenizer.convert_ids_to_tokens(ids), draft.tokenizer.convert_ids_to_tokens(ids)
-    first = next((i for i, (x, y) in enumerate(zip(ta, tb)) if x != y), None)
-    if first is None and a != b:
-        first = min(a, b)
-    if first is not None:
-        name = lambda tok, n: repr(tok.convert_ids_to_tokens(first)) if first < n else "no token"  # noqa: E731
-        raise ValueError(f"draft: its vocabulary differs from the target's at token id {first} (target "
-                         f"{name(target.tokenizer, a)}, draft {name(draft.tokenizer, b)}); a draft must share the "
-                         "target's tokenizer")
-
-
 @dataclass
 class _ModelState:
     batch: KVBatch
@@ -113,7 +93,7 @@ class ModelDraft(Drafter):
         self._head_lm = lm if self.keep_tokens is None else _trimmed(lm, self.keep_tokens)
 
     def bind(self, lm: LanguageModel) -> "ModelDraft":
-        check_same_vocabulary(lm, self.lm)
+        lm.check_same_vocabulary(self.lm, "draft")
         return self
 
     def start(self, prompts, vocab_size, device):

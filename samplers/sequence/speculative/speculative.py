@@ -138,7 +138,7 @@ class _Run:
 
     def __init__(self, spec: Speculative, drafter: Drafter, lm: LanguageModel, task: DecodeTask):
         self.spec, self.drafter, self.lm, self.task = spec, drafter, lm, task
-        self.batch = lm.start(task.prompts)
+        self.batch = lm.start(task.prompts, usage=task.usage)
         device = self.batch.logprobs.device
         self.rows = Rows(lm, task, task.max_new_tokens + spec.tree.capacity + 1, device)
         for name in ("rounds", "draft_tokens", "accepted_tokens"):
