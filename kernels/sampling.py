@@ -55,36 +55,49 @@ def check_logprobs(logprobs: torch.Tensor, name: str = "logprobs") -> None:
         )
 
 
-def mass_cutoff(scores: torch.Tensor, probs: torch.Tensor, mass: float, start: int = 256) -> torch.Tensor:
+def mass_cutoff(scores: torch.Tensor, probs: torch.Tensor, mass: float, start: int = 256, *,
+                log: bool = False) -> torch.Tensor:
     """Per-row score threshold of the smallest top-scored set holding at least ``mass`` probability.
 
     A token is kept iff the probability of the tokens scoring strictly higher is below ``mass``; ties with the
     last kept token are all kept, so the result does not depend on the sort order of equal scores.
+
+    The masses that decide it are summed and compared with ``mass`` in float64 (float32 prefix sums are off by up
+    to ~1e-7, enough to drop a boundary token of a 262k-token row). With ``log=True``, ``probs`` holds
+    log-probabilities, exponentiated in float64 only where needed (the ``start`` candidates, and the rows of a
+    larger set): the masses are then those of the float32 log-probabilities, without float32 exponentials' rounding.
 
     No full-vocabulary sort: one ``topk`` of ``start`` entries settles the usual language-model row; rows whose
     set is larger go through a bucket selection (:func:`_bucket_cutoff`), a few linear passes.
 
     Args:
         scores: [B, V] higher = kept first (-inf: never kept unless the row has nothing else).
-        probs: [B, V] probabilities the mass is measured in.
+        probs: [B, V] probabilities the mass is measured in (their logarithms with ``log=True``).
         mass: in (0, 1].
     Returns:
         [B, 1] threshold; keep ``scores >= threshold``.
     """
     k = min(start, scores.shape[-1])
     top, idx = scores.topk(k, dim=-1)  # [B, k], descending
-    p = probs.gather(-1, idx)
+    p = _float64(probs.gather(-1, idx), log)
     n_keep = ((p.cumsum(-1) - p) < mass).sum(-1, keepdim=True).clamp_min(1)  # kept prefix length
     cutoff = top.gather(-1, n_keep - 1)
     if k == scores.shape[-1]:
         return cutoff
     more = (n_keep[:, 0] == k).nonzero()[:, 0]  # rows whose kept set may extend past the top k
     if more.numel():
-        cutoff = cutoff.index_copy(0, more, _bucket_cutoff(scores[more], probs[more], mass))
+        cutoff = cutoff.index_copy(0, more, _bucket_cutoff(scores[more], probs[more], mass, log))
     return cutoff
 
 
-def _bucket_cutoff(scores: torch.Tensor, probs: torch.Tensor, mass: float, n_bins: int = 1024) -> torch.Tensor:
+def _float64(probs: torch.Tensor, log: bool) -> torch.Tensor:
+    """Probabilities in a new float64 tensor, from probabilities or (``log``) from log-probabilities."""
+    p = probs.to(torch.float64, copy=True)  # a copy even when float64: the in-place ops below must not reach probs
+    return p.exp_() if log else p
+
+
+def _bucket_cutoff(scores: torch.Tensor, probs: torch.Tensor, mass: float, log: bool = False,
+                   n_bins: int = 1024) -> torch.Tensor:
     """``mass_cutoff`` by bucket selection: bin the scores (finest bins at the top score), sum the mass per bin
     with one ``bincount``, find the bin where the cumulative mass reaches ``mass``, and sort only that bin."""
     rows = scores.shape[0]
@@ -95,7 +108,7 @@ def _bucket_cutoff(scores: torch.Tensor, probs: torch.Tensor, mass: float, n_bin
     # bin 0 holds the highest scores; -inf scores go to the last bin (they carry no mass)
     bins = ((top - scores) * scale).nan_to_num(n_bins - 1, posinf=n_bins - 1).long().clamp_(0, n_bins - 1)
     offsets = torch.arange(rows, device=scores.device)[:, None] * n_bins
-    weights = torch.where(finite, probs, 0.0).double()
+    weights = _float64(probs, log).masked_fill_(~finite, 0.0)  # [R, V] float64
     bin_mass = torch.bincount((bins + offsets).view(-1), weights.view(-1), minlength=rows * n_bins).view(rows, n_bins)
     through = bin_mass.cumsum(-1)
     last_nonempty = (n_bins - 1) - (bin_mass.flip(-1) > 0).int().argmax(-1, keepdim=True)
@@ -104,7 +117,7 @@ def _bucket_cutoff(scores: torch.Tensor, probs: torch.Tensor, mass: float, n_bin
     inside = (bins == boundary) & finite
     width = int(inside.sum(-1).max())
     cand, idx = torch.where(inside, scores, NEG_INF).topk(width, dim=-1)
-    p = torch.where(torch.isfinite(cand), probs.gather(-1, idx).double(), 0.0)
+    p = torch.where(torch.isfinite(cand), _float64(probs.gather(-1, idx), log), 0.0)
     before = above + p.cumsum(-1) - p
     n_keep = ((before < mass) & torch.isfinite(cand)).sum(-1, keepdim=True).clamp_min(1)
     return cand.gather(-1, n_keep - 1)

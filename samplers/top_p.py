@@ -11,7 +11,8 @@ class TopP(TokenSampler):
 
     Rule: token x is kept iff the tokens strictly more probable than x hold less than ``p`` of the mass. This
     is the minimal nucleus, with ties at its boundary kept (independent of sort order); the most probable token
-    is always kept.
+    is always kept. The masses are exp(logprobs), summed and compared with ``p`` in float64 (float32 sums over
+    a 262k-token row drop boundary tokens).
 
     Args:
         p: in (0, 1]; 1 keeps everything.
@@ -28,5 +29,5 @@ class TopP(TokenSampler):
     def transform(self, logprobs, state):
         if self.p >= 1:
             return logprobs
-        cutoff = mass_cutoff(logprobs, logprobs.exp(), self.p)
+        cutoff = mass_cutoff(logprobs, logprobs, self.p, log=True)
         return keep(logprobs, logprobs >= cutoff)

@@ -333,6 +333,76 @@ def test_large_vocabulary_rows_reach_past_the_first_window():
         assert kept > 2048, (sampler, kept)
 
 
+FULL_V = 262_144  # Gemma 3's vocabulary: float32 sums over it are off by ~1e-7
+
+
+def full_row(scale: float) -> torch.Tensor:
+    """[1, 262144] float32 log-probabilities normalised in float64 (renormalising them moves masses by < 3e-9)."""
+    return random_logprobs(0, (scale,), FULL_V)
+
+
+def float64_scores(make, lp64: np.ndarray) -> np.ndarray:
+    """The ranking of the float64 rule: log p (top-p) or -|-log p - H| (typical)."""
+    if make is TopP:
+        return lp64
+    h = -np.sum(np.exp(lp64) * lp64)
+    return -np.abs(-lp64 - h)
+
+
+REFERENCES = {TopP: ref_top_p, Typical: ref_typical}
+
+
+@pytest.mark.parametrize("make", [TopP, Typical], ids=lambda c: c.__name__)
+def test_full_vocabulary_boundary_token_kept_as_in_float64(make):
+    """Regression: on a 262,144-wide row, with p between the float64 and the float32 mass above a boundary token,
+    float32 sums (what TopP and Typical used to do) drop the token; the float64 rule, on the row as given and
+    renormalised, keeps it, and so do the samplers."""
+    lp = full_row(6.0)  # a peaked row: the kept set lies in mass_cutoff's first window of 256
+    lp64 = lp[0].double().numpy()
+    if make is TopP:
+        score32 = lp
+    else:
+        score32 = -(-lp - torch.special.entr(lp.exp()).sum(-1, keepdim=True)).abs()
+    top, idx = score32.topk(256, dim=-1)  # the float32 evaluation: exclusive prefix sums of exp(log p) in float32
+    p32 = lp.exp().gather(-1, idx)
+    above32, idx = (p32.cumsum(-1) - p32)[0].double().numpy(), idx[0].numpy()
+    above64 = mass_above(float64_scores(make, lp64), np.exp(lp64))[idx]
+    j = int(np.argmax(above32 - above64))  # the token whose float32 mass above overshoots most
+    token, p = idx[j], float(above64[j] + above32[j]) / 2
+    assert np.float32(p) <= above32[j], "float32 keeps the token: no disagreement to test"
+    for row in (lp64, row64(lp[0])):
+        want, _ = REFERENCES[make](row, p)
+        assert np.isfinite(want[token]), "the float64 rule drops the token"
+    got = law_of(make(p), lp)[0]
+    assert torch.isfinite(got[token]), f"{make(p)!r} drops token {token}, which the float64 rule keeps"
+    assert_kept_set(got, want)
+
+
+@pytest.mark.parametrize("make", [TopP, Typical], ids=lambda c: c.__name__)
+def test_large_kept_sets_measure_mass_with_float64_exponentials(make):
+    """Past mass_cutoff's first window (kept sets of thousands of tokens) the masses are float64 exponentials of
+    the log-probabilities: with p between the mass above a boundary token summed from float64 and from float32
+    exponentials, the samplers decide as the float64 rule on the row as given."""
+    lp = full_row(2.5)
+    lp64 = lp[0].double().numpy()
+    score64 = float64_scores(make, lp64)
+    above64 = mass_above(score64, np.exp(lp64))
+    above_f32_exp = mass_above(score64, lp[0].exp().double().numpy())
+    ranked = np.argsort(-score64, kind="stable")[256:20_000]  # boundaries past the first window
+    token = ranked[int(np.argmax(np.abs(above_f32_exp - above64)[ranked]))]
+    p = float(above64[token] + above_f32_exp[token]) / 2
+    want, _ = REFERENCES[make](lp64, p)
+    assert (above64[token] < p) != (above_f32_exp[token] < p), "float32 exponentials decide alike: nothing to test"
+    assert_kept_set(law_of(make(p), lp)[0], want)
+
+
+def assert_kept_set(got: torch.Tensor, want: np.ndarray) -> None:
+    kept_got, kept_want = torch.isfinite(got).numpy(), np.isfinite(want)
+    diff = np.flatnonzero(kept_got != kept_want)
+    assert diff.size == 0, (f"kept sets differ at tokens {diff[:10].tolist()} (library keeps {kept_got.sum()}, "
+                            f"the float64 rule {kept_want.sum()})")
+
+
 @pytest.mark.parametrize("vocab", [5, 17, 64])
 def test_reference_helper_sort_equals_definition(vocab):
     """The sort-based ``mass_above`` used by the references for large V equals the O(V^2) definition
