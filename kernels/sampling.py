@@ -85,6 +85,8 @@ def mass_cutoff(scores: torch.Tensor, probs: torch.Tensor, mass: float, start: i
     if k == scores.shape[-1]:
         return cutoff
     more = (n_keep[:, 0] == k).nonzero()[:, 0]  # rows whose kept set may extend past the top k
+    if more.numel() == scores.shape[0]:  # every row: no copies of the rows
+        return _bucket_cutoff(scores, probs, mass, log)
     if more.numel():
         cutoff = cutoff.index_copy(0, more, _bucket_cutoff(scores[more], probs[more], mass, log))
     return cutoff
