@@ -28,6 +28,7 @@ import decoding as dc
 from decoding import dsir
 from decoding.bench import DEFAULT_OUT, SUITES, BenchConfig, BenchSetupError, run_suite
 from decoding.default_model import prepare
+from decoding.model import is_model_name
 from decoding.progress import progress_bar
 from decoding.sampler_spec import known_samplers, parse_sampler
 from decoding.samplers.base import SamplerChain
@@ -77,9 +78,7 @@ def _stop_string(text: str) -> str:
 def _checkpoint(text: str) -> str:
     """--model: a checkpoint directory or a hub id ``org/model``, the names ``dc.load`` accepts; checked here so that
     the message says how the command line asks for the default model."""
-    path = Path(text).expanduser()
-    hub_id = text.count("/") == 1 and not path.suffix and not text.startswith((".", "/", "~"))
-    if text and (path.is_dir() or hub_id):
+    if is_model_name(text):
         return text
     raise argparse.ArgumentTypeError(f"{text!r} is neither a checkpoint directory nor a hub id of the form "
                                      "'org/model' (leave out --model for the default model)")

@@ -582,6 +582,13 @@ def _pad_id(tokenizer, eos_ids: tuple[int, ...]) -> int:
     return int(pad) if pad is not None else eos_ids[0]
 
 
+def is_model_name(name: str) -> bool:
+    """Whether ``name`` can name a model for :func:`load`: an existing directory or a hub id ``org/model``."""
+    path = Path(name).expanduser()
+    hub_id = name.count("/") == 1 and not path.suffix and not name.startswith((".", "/", "~"))
+    return bool(name) and (path.is_dir() or hub_id)
+
+
 def load(
     name: str | None = None,
     *,
@@ -605,7 +612,7 @@ def load(
 
     if name is None:
         name = str(prepare(progress=progress))
-    elif not Path(name).expanduser().is_dir() and (Path(name).suffix or name.count("/") != 1 or name.startswith((".", "/", "~"))):
+    elif not is_model_name(name):
         raise ValueError(
             f"name: {name!r} is neither a local checkpoint directory nor a hub id of the form 'org/model'; "
             "pass a directory holding config.json, or None for the default model"
