@@ -1,8 +1,9 @@
 """Regular-expression constraints: a regex compiled to a byte automaton, and its token-level view.
 
-The pattern is checked with Python's own parser (``re``), so a syntax error reports its position and features a
-finite automaton cannot express (look-around, backreferences, anchors, conditionals) are named, then compiled
-with ``interegular`` to a character-level FSM and expanded to a minimised automaton over UTF-8 bytes
+The pattern is read by Python's own parser (``re``), so a syntax error reports its position, features a finite
+automaton cannot express (look-around, backreferences, anchors, conditionals) are named, and escapes, comments and
+class syntax mean what they mean to ``re``; it is then written back in plain syntax, compiled with ``interegular``
+to a character-level FSM and expanded to a minimised automaton over UTF-8 bytes
 (:class:`~constraints.automaton.ByteDFA`). Semantics are those of ``re.fullmatch(pattern, text, re.ASCII)`` on
 ``str``: the whole text must match, over Unicode characters (``.`` is any character but ``\\n``, ``[^a]`` any
 character but ``a``, astral ones included), with ``\\d``, ``\\w``, ``\\s`` the ASCII classes. The byte automaton
@@ -27,11 +28,14 @@ from __future__ import annotations
 import re
 import weakref
 
+import interegular
 import numpy as np
 import torch
+from interegular.patterns import InvalidSyntax, Unsupported
 
 from decoding.constraints.automaton import ByteDFA
 from decoding.constraints.base import DEAD, Constraint, TokenConstraint
+from decoding.constraints.re_parser import constants as _sre_constants
 from decoding.constraints.re_parser import parser as _sre_parser
 from decoding.kernels import automata
 
@@ -65,7 +69,6 @@ class Regex(Constraint):
         if not isinstance(pattern, str):
             raise ValueError(f"pattern: {type(pattern).__name__}, expected str")
         self.pattern = pattern
-        _check_supported(pattern)
         self.dfa = ByteDFA.from_fsm(_to_fsm(pattern))
         self._bound: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -191,51 +194,90 @@ def _per_state(table: np.ndarray, states) -> np.ndarray:
 # --- checking and parsing the pattern -----------------------------------------------------------------------
 
 
-def _check_supported(pattern: str) -> None:
+def _plain_syntax(pattern: str) -> str:
+    """``pattern`` as Python reads it, written back in the plain syntax interegular reads the same way.
+
+    Python's parser does the reading (escapes ``\\x \\u \\U \\N{...}`` and octal become characters, ``(?#...)``
+    comments vanish, a leading ``]`` in a class is a member), and features a finite automaton cannot express are
+    refused by name. The output has only literal characters (ASCII punctuation backslash-escaped, controls as
+    ``\\xNN``), classes, ``.``, ``(?:...)``, ``|`` and ``{m,n}``.
+    """
     try:
         parsed = _sre_parser.parse(pattern)
     except re.error as error:
         raise ValueError(f"invalid regular expression {pattern!r} at position {error.pos}: {error.msg}") from None
     if parsed.state.flags & ~(re.UNICODE | re.ASCII):
         raise ValueError(f"unsupported in {pattern!r}: inline flags such as (?i), (?s), (?m), (?x)")
-    _check_items(pattern, parsed)
+    return _render(pattern, parsed)
 
 
-def _check_items(pattern: str, items) -> None:
+def _render(pattern: str, items) -> str:
+    return "".join(_render_item(pattern, str(op), av) for op, av in items)
+
+
+def _render_item(pattern: str, name: str, av) -> str:
+    if name == "LITERAL":
+        return _char(av)
+    if name == "NOT_LITERAL":
+        return f"[^{_char(av)}]"
+    if name == "ANY":
+        return "."
+    if name == "IN":
+        return _render_class(av)
+    if name == "BRANCH":
+        return "(?:" + "|".join(_render(pattern, branch) for branch in av[1]) + ")"
+    if name == "SUBPATTERN":
+        _, add_flags, del_flags, sub = av
+        if add_flags or del_flags:
+            raise ValueError(f"unsupported in {pattern!r}: scoped inline flags (?i:...)")
+        return f"(?:{_render(pattern, sub)})"
+    if name in ("MAX_REPEAT", "MIN_REPEAT"):  # laziness does not change the language of a full match
+        lo, hi, sub = av
+        bounds = f"{lo}" if hi == lo else f"{lo},{'' if hi == _sre_constants.MAXREPEAT else hi}"
+        return f"(?:{_render(pattern, sub)}){{{bounds}}}"
+    if name in ("ASSERT", "ASSERT_NOT"):
+        kind = "look-ahead" if av[0] == 1 else "look-behind"
+        raise ValueError(f"unsupported in {pattern!r}: {'negative ' if name == 'ASSERT_NOT' else ''}{kind} assertions")
+    raise ValueError(f"unsupported in {pattern!r}: {_UNSUPPORTED_OPS.get(name, name)}")
+
+
+_CATEGORY_ESCAPES = {"CATEGORY_DIGIT": r"\d", "CATEGORY_NOT_DIGIT": r"\D", "CATEGORY_WORD": r"\w",
+                     "CATEGORY_NOT_WORD": r"\W", "CATEGORY_SPACE": r"\s", "CATEGORY_NOT_SPACE": r"\S"}
+
+
+def _render_class(items) -> str:
+    """A class: interegular's \\d \\w \\s (and negations) are the ASCII classes, as under ``re.ASCII``."""
+    out = []
     for op, av in items:
         name = str(op)
-        if name in _UNSUPPORTED_OPS:
-            raise ValueError(f"unsupported in {pattern!r}: {_UNSUPPORTED_OPS[name]}")
-        if name in ("ASSERT", "ASSERT_NOT"):
-            direction, sub = av
-            kind = "look-ahead" if direction == 1 else "look-behind"
-            negative = "negative " if name == "ASSERT_NOT" else ""
-            raise ValueError(f"unsupported in {pattern!r}: {negative}{kind} assertions")
-        if name == "SUBPATTERN":
-            _, add_flags, del_flags, sub = av
-            if add_flags or del_flags:
-                raise ValueError(f"unsupported in {pattern!r}: scoped inline flags (?i:...)")
-            _check_items(pattern, sub)
-        elif name in ("MAX_REPEAT", "MIN_REPEAT"):
-            _check_items(pattern, av[2])
-        elif name == "BRANCH":
-            for sub in av[1]:
-                _check_items(pattern, sub)
+        if name == "NEGATE":
+            out.append("^")
+        elif name == "LITERAL":
+            out.append(_char(av))
+        elif name == "RANGE":
+            out.append(f"{_char(av[0])}-{_char(av[1])}")
+        else:  # CATEGORY
+            out.append(_CATEGORY_ESCAPES[str(av)])
+    return "[" + "".join(out) + "]"
+
+
+def _char(code: int) -> str:
+    """One character: ASCII punctuation escaped, controls as \\xNN, everything else raw."""
+    char = chr(code)
+    if code < 0x20 or code == 0x7F:
+        return f"\\x{code:02x}"
+    if code < 0x80 and not char.isalnum() and char != " ":
+        return "\\" + char
+    return char
 
 
 def _to_fsm(pattern: str):
-    import interegular
-    from interegular.patterns import InvalidSyntax, Unsupported
-
+    plain = _plain_syntax(pattern)
     try:
-        return interegular.parse_pattern(pattern).to_fsm()
-    except Unsupported as error:
-        raise ValueError(f"unsupported in {pattern!r}: {error}") from None
-    except InvalidSyntax as error:
-        raise ValueError(f"regular expression {pattern!r} not understood by interegular: {error}") from None
-    except ValueError as error:  # interegular's NoMatch carries the index
-        position = getattr(error, "index", None)
-        raise ValueError(f"invalid regular expression {pattern!r} at position {position}: {error}") from None
+        return interegular.parse_pattern(plain).to_fsm()
+    except (Unsupported, InvalidSyntax, ValueError) as error:  # not expected: the plain syntax is interegular's own
+        raise ValueError(f"regular expression {pattern!r} (read as {plain!r}) not understood by interegular: "
+                         f"{error}") from None
 
 
 # --- per-vocabulary tables, shared by every regex -------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Regex constraints: the byte automaton against Python's ``re``, token masks against brute force, on real vocabularies.
 
-- Random regexes from a grammar (non-ASCII and astral literals, classes with ranges across the UTF-8 length
-  boundaries, negated classes, ``.``, alternation, groups, quantifiers) and strings drawn from the regex itself and
-  then mutated, so most are matches or near-misses: ``Regex.matches`` must equal ``re.fullmatch(.., re.ASCII)``.
+- Random regexes from a grammar (non-ASCII and astral literals, raw or as ``\\x \\u \\U`` escapes, classes with
+  ranges across the UTF-8 length boundaries, negated classes, ``.``, alternation, groups, quantifiers) and strings
+  drawn from the regex itself and then mutated, so most are matches or near-misses: ``Regex.matches`` must equal
+  ``re.fullmatch(.., re.ASCII)``.
 - The byte automaton accepts only valid UTF-8: checked exhaustively on the product with a UTF-8 validator.
 - Token level on the Gemma 3 (262k) and Llama 3 (128k) vocabularies: every token sequence drawn through ``mask``
   decodes to accepted bytes, ``mask`` equals the per-token Python walk over the whole vocabulary at sampled
@@ -41,15 +42,24 @@ def _class_char(c: str) -> str:
     return f"\\x{ord(c):02x}" if ord(c) < 0x20 or c in "]\\^-[" else c
 
 
+def _escape(c: str) -> str:
+    """Python's escape for one character: \\xNN, \\uNNNN or \\UNNNNNNNN."""
+    cp = ord(c)
+    return f"\\x{cp:02x}" if cp < 0x100 else (f"\\u{cp:04x}" if cp < 0x10000 else f"\\U{cp:08x}")
+
+
 def render(node) -> str:
     kind = node[0]
     if kind == "lit":
         return re.escape(node[1])
+    if kind == "esc":
+        return _escape(node[1])
     if kind == "dot":
         return "."
     if kind == "class":
-        _, negated, items = node
-        body = "".join(_class_char(lo) if lo == hi else f"{_class_char(lo)}-{_class_char(hi)}" for lo, hi in items)
+        _, negated, items, escaped = node
+        char = _escape if escaped else _class_char
+        body = "".join(char(lo) if lo == hi else f"{char(lo)}-{char(hi)}" for lo, hi in items)
         return "[" + ("^" if negated else "") + body + "]"
     if kind == "cat":
         return "".join(render(n) for n in node[1])
@@ -76,8 +86,9 @@ _range = st.sampled_from(RANGES)
 _item = st.one_of(st.sampled_from(LITERALS).filter(lambda c: c != "\n").map(lambda c: (c, c)), _range)
 _leaf = st.one_of(
     st.sampled_from(LITERALS).map(lambda c: ("lit", c)),
+    st.sampled_from(LITERALS).map(lambda c: ("esc", c)),
     st.just(("dot",)),
-    st.tuples(st.just("class"), st.booleans(), st.lists(_item, min_size=1, max_size=3)),
+    st.tuples(st.just("class"), st.booleans(), st.lists(_item, min_size=1, max_size=3), st.booleans()),
 )
 _bounds = st.sampled_from([(0, None), (1, None), (0, 1), (2, 2), (0, 2), (1, 3), (2, None)])
 regex_trees = st.recursive(
@@ -100,13 +111,13 @@ def _any_char(draw) -> str:
 def sample(draw, node) -> str:
     """A string the node matches (for classes that exclude everything drawn, some string anyway)."""
     kind = node[0]
-    if kind == "lit":
+    if kind in ("lit", "esc"):
         return node[1]
     if kind == "dot":
         c = _any_char(draw)
         return "x" if c == "\n" else c
     if kind == "class":
-        _, negated, items = node
+        _, negated, items, _ = node
         inside = lambda c: any(lo <= c <= hi for lo, hi in items)  # noqa: E731
         if negated:
             for _ in range(3):
@@ -253,6 +264,39 @@ def test_byte_semantics():
     dot = Regex(".")
     assert dot.matches("é") and not dot.matches("\n")
     assert Regex("").matches("") and Regex("a{0}b{0}").matches("")
+
+
+@pytest.mark.parametrize("pattern, texts", [
+    (r"[\u4e00-\u9fff]{2,4}", ["中文", "一二三四", "中", "一二三四五", "ab", "\u4dff\u4e00", "\u9fff\ua000"]),
+    (r"\x41\u00e9", ["Aé", "A", "ae", "Ae\u0301"]),
+    (r"\N{LATIN SMALL LETTER E WITH ACUTE}+", ["é", "éé", "e", ""]),
+    (r"[\U0001F600-\U0001F602\x00-\x1f]", ["😀", "😂", "😃", "\x00", "\x1f", " "]),
+    (r"\0\101\t", ["\x00A\t", "\x00A"]),
+])
+def test_escapes_compile_and_match_exactly(pattern, texts):
+    """\\x \\u \\U \\N{...} and octal escapes are characters (interegular alone refuses some), matched byte-exactly."""
+    regex = Regex(pattern)
+    assert_only_utf8(regex.dfa)
+    for text in texts:
+        assert regex.matches(text) == regex.matches(text.encode()) == python_fullmatch(pattern, text), (pattern, text)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        assert python_fullmatch(pattern, random_accepted(regex.dfa, rng).decode("utf-8"))
+
+
+@pytest.mark.parametrize("pattern, texts", [
+    ("[]a]+", ["]", "a]a", "", "b", "]b"]),
+    ("[^]a]", ["]", "a", "b", "é"]),
+    ("(?#comment)abc", ["abc", "", "(?#comment)abc"]),
+    ("a(?#one)b(?#two)*", ["a", "abbb", "ab#"]),
+    ("[a-]{2}|[-z]|[\\]]", ["a-", "--", "z", "]", "\\", "b"]),
+    ("a{2}\\{2\\}", ["aa{2}", "aaa", "aa{{"]),
+])
+def test_python_syntax_that_interegular_reads_differently(pattern, texts):
+    """A leading ] in a class is a member; (?#...) is a comment: Python's reading, as re.fullmatch."""
+    regex = Regex(pattern)
+    for text in texts:
+        assert regex.matches(text) == python_fullmatch(pattern, text), (pattern, text)
 
 
 # --- bad input ---------------------------------------------------------------------------------------------------
