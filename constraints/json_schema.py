@@ -46,7 +46,8 @@ Decisions (each one keeps the language a subset of the valid texts):
 * Numbers: ``integer`` is ``-?(0|[1-9][0-9]*)``; ``number`` adds a fraction and an exponent. Bounds are supported
   for integers, and for numbers with integer-valued bounds only (:mod:`decoding.constraints.number_ranges`, no
   exponent), otherwise refused.
-* ``enum``/``const`` values are written in compact JSON, filtered by the schema's other keywords.
+* ``enum``/``const`` values are written in compact JSON, filtered by the schema's other keywords; merged ones
+  compare as JSON values (``1 == 1.0``; ``1 != true``, ``0 != false``).
 * Length/count limits above ``_MAX_COUNT`` (10,000) are lowered to it (a subset); regexes longer than
   ``_MAX_REGEX`` (10**6 characters) are refused with :class:`UnsupportedSchemaError`.
 * Keywords that constrain values but are not supported raise :class:`UnsupportedSchemaError` with the keyword and
@@ -116,6 +117,20 @@ def _load(schema: dict | str | bool) -> Schema:
     if not isinstance(schema, dict):
         raise ValueError(f"schema must be a JSON object (or true), got {type(schema).__name__}")
     return schema
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """Equality of JSON values: booleans are not numbers (1 != true, 0 != false), numbers compare by value
+    (1 == 1.0), arrays and objects member by member."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(json_equal, a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
 
 
 def _at(ptr: str) -> str:
@@ -249,7 +264,7 @@ class _Translator:
                     f"unsupported keyword 'patternProperties' at {_at(ptr)}: cannot combine with properties in allOf")
         out = dict(a)
         for key, vb in b.items():
-            if key not in out or out[key] == vb or key not in _ASSERTIONS:
+            if key not in out or json_equal(out[key], vb) or key not in _ASSERTIONS:
                 out.setdefault(key, vb)
                 continue
             va = out[key]
@@ -258,7 +273,9 @@ class _Translator:
             elif key == "required":
                 out[key] = list(dict.fromkeys(list(va) + list(vb)))
             elif key == "enum":
-                out[key] = [v for v in va if v in vb]
+                out[key] = [v for v in va if any(json_equal(v, w) for w in vb)]
+            elif key == "const":  # two different values
+                return False
             elif key in ("minimum", "minLength", "minItems", "minProperties"):
                 out[key] = max(va, vb)
             elif key in ("maximum", "maxLength", "maxItems", "maxProperties"):
@@ -350,7 +367,7 @@ class _Translator:
     def build_enum(self, schema: dict, ptr: str, stack: tuple) -> Rx:
         values = [schema["const"]] if "const" in schema else schema["enum"]
         if "const" in schema and "enum" in schema:
-            values = [v for v in schema["enum"] if v == schema["const"]]
+            values = [v for v in schema["enum"] if json_equal(v, schema["const"])]
         if not isinstance(values, list):
             raise ValueError(f"'enum' at {_at(ptr)} must be a list")
         rest = {k: v for k, v in schema.items() if k not in ("enum", "const")}

@@ -274,6 +274,47 @@ def test_random_values_sound(name):
     check()
 
 
+# --- soundness regressions: every accepted instance validates --------------------------------------------------
+
+
+def accepts(schema, text: str) -> bool:
+    """Whether the translation accepts ``text`` (False when the schema admits no value at all)."""
+    try:
+        rx = schema_to_regex(schema)
+    except ValueError as exc:
+        if "admits no JSON value" in str(exc):
+            return False
+        raise
+    return re.fullmatch(rx, text) is not None
+
+
+def assert_exact(schema, valid: list[str], invalid: list[str]) -> None:
+    """``valid`` texts validate and are accepted; ``invalid`` ones do not validate and are rejected."""
+    for text in valid:
+        assert is_valid(json.loads(text), schema), f"bad test data {text}"
+        assert accepts(schema, text), f"should accept {text}"
+    for text in invalid:
+        assert not is_valid(json.loads(text), schema), f"bad test data {text}"
+        assert not accepts(schema, text), f"accepts invalid {text}"
+
+
+@pytest.mark.parametrize("schema, valid, invalid", [
+    ({"allOf": [{"const": 1}, {"const": True}]}, [], ["1", "true"]),
+    ({"allOf": [{"const": 0}, {"const": False}]}, [], ["0", "false"]),
+    ({"allOf": [{"const": 0}, {"enum": [False, "x"]}]}, [], ["0", "false"]),
+    ({"allOf": [{"enum": [1, "a", None]}, {"enum": [True, "a", 0]}]}, ['"a"'], ["1", "true", "0", "null"]),
+    ({"const": False, "enum": [0, False]}, ["false"], ["0"]),
+    ({"allOf": [{"const": 1}, {"const": 1.0}]}, ["1"], ["true"]),
+    ({"allOf": [{"enum": [[1], {"a": 0}]}, {"enum": [[True], {"a": False}]}]}, [], ["[1]", '{"a":0}', "[true]"]),
+    ({"allOf": [{"enum": [[1.0], {"a": 0}]}, {"enum": [[1], {"a": 0.0}]}]}, ["[1.0]", '{"a":0}'], ["[true]"]),
+    ({"type": "object", "properties": {"k": {"const": 1}}, "allOf": [{"properties": {"k": {"const": True}}}],
+      "required": ["k"]}, [], ['{"k":1}', '{"k":true}']),
+])
+def test_const_and_enum_compare_json_values_with_types(schema, valid, invalid):
+    """1 != true and 0 != false in JSON (Python's 1 == True must not leak in); 1 == 1.0."""
+    assert_exact(schema, valid, invalid)
+
+
 # --- refusals and bad input --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("schema, keyword, pointer", [
