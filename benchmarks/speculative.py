@@ -70,7 +70,7 @@ DESCRIPTION = (
 
 GROUNDED, OPEN = "input-grounded", "open-ended"
 NGRAM = 8  # the longest suffix looked up: a long match follows one copy source, as prompt lookup does
-MAX_NEW_TOKENS, QUICK_MAX_NEW_TOKENS = 96, 16
+MAX_NEW_TOKENS, QUICK_MAX_NEW_TOKENS = 96, 8
 REPEATS = 1  # timed runs per case and prompt; every figure is summed over a group's prompts
 BUDGETS, QUICK_BUDGETS = (14, 30), (6,)  # a full binary tree of depth d has 2^(d+1) - 2 nodes: 6, 14, 30
 HF_LOOKUP, QUICK_HF_LOOKUP = (5, 10, 20), (10,)  # prompt_lookup_num_tokens; 10 is HF's documented typical value
@@ -80,7 +80,7 @@ SEED = 0
 
 EXIT_LAYERS = 15  # the self-draft: Gemma 3 270M's first 15 of 18 layers (at 12, 17-78% greedy agreement)
 SELF_DRAFT_BUDGET, QUICK_SELF_DRAFT_BUDGET = 14, 6
-SELF_DRAFT_TOKENS, QUICK_SELF_DRAFT_TOKENS = 48, 8
+SELF_DRAFT_TOKENS, QUICK_SELF_DRAFT_TOKENS = 48, 4
 
 N_DISTRIBUTIONS, QUICK_N_DISTRIBUTIONS = 20, 4
 SUPPORT, QUICK_SUPPORT = 128, 32

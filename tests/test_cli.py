@@ -344,7 +344,8 @@ def test_bench_speculative_quick_writes_every_case(checkpoint, tmp_path, capsys)
         if r["temperature"] == 0:  # lossless: every case writes plain greedy's text (no near-ties on this model)
             assert r["same_as_plain"] == r["prompts"], r["case"]
         if r["family"] == "plain":
-            assert r["over_plain"] == 1.0 and r["tokens_per_forward"] == pytest.approx(1.0, abs=0.1)
+            n = suite.QUICK_MAX_NEW_TOKENS  # the first token comes with the prompt's forward
+            assert r["over_plain"] == 1.0 and 1.0 <= r["tokens_per_forward"] <= n / (n - 1) + 1e-9
     accept = [r for r in data["rows"] if r["kind"] == "acceptance"]
     assert {(r["verifier"], r["k"]) for r in accept} == {
         (v, k) for v in suite.verifiers() for k in suite.DRAFT_COUNTS}
