@@ -15,8 +15,8 @@ Example::
     (True, False)
 
 Supported keywords: ``type`` (one or a list; absent = inferred from the keywords present, else any value),
-``properties``, ``required``, ``additionalProperties``, ``minProperties``/``maxProperties`` (only where the
-construction below satisfies them anyway, or for generic objects), ``items`` (schema or draft-4 tuple list),
+``properties``, ``required``, ``additionalProperties``, ``minProperties``/``maxProperties`` (counted exactly over
+listed properties; for generic objects, ``minProperties`` at most 1), ``items`` (schema or draft-4 tuple list),
 ``prefixItems``, ``additionalItems``, ``minItems``, ``maxItems``, ``uniqueItems`` (false, or with maxItems <= 1),
 ``enum``, ``const``, ``minLength``, ``maxLength``, ``pattern``, ``format`` (date, date-time, time, email, uuid, uri (alias url),
 ipv4; with length limits only when the format's own length range satisfies them), ``patternProperties`` (members listed in ``properties``/``required`` get every matching pattern's schema; an
@@ -30,8 +30,11 @@ Decisions (each one keeps the language a subset of the valid texts):
   allowed after ``{ [ , :`` and before ``} ] , :``. Never before or after the whole value.
 * Objects with ``properties``/``required``: only the listed properties, in the schema's order (``properties``
   order, then required names that have no entry in ``properties``); optional ones may be absent. Extra properties
-  are never produced even when ``additionalProperties`` is true or absent. Objects without listed properties are
-  generic: any keys, values under ``additionalProperties`` (any value when true or absent; ``{}`` only when false).
+  are never produced even when ``additionalProperties`` is true or absent. Each member appears at most once, so
+  counts are exact. Objects without listed properties are generic: any keys, values under
+  ``additionalProperties`` (any value when true or absent; ``{}`` only when false). A free-form key may repeat (no
+  regex can rule that out; the parsed object keeps one member), which changes no validity result except
+  ``minProperties`` >= 2: refused for generic objects.
 * ``oneOf`` is translated as ``anyOf``: a text matching two branches is accepted although ``oneOf`` rejects it.
   This is the one place where soundness depends on the schema (its branches should be disjoint, as they are in
   practice: tagged by ``const``/``enum``/``type``/``required``).
@@ -58,6 +61,7 @@ Decisions (each one keeps the language a subset of the valid texts):
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -206,12 +210,16 @@ class _Translator:
         body = item + repeat(comma + item, max(lo - 1, 0), None if hi is None else hi - 1)
         return open_ + (body if lo > 0 else f"{group(body)}?") + close
 
-    def generic_object(self, value: Rx, lo: int, hi: int | None, key: str = STRING) -> Rx:
+    def generic_object(self, value: Rx, lo: int, hi: int | None, key: str = STRING, ptr: str = "") -> Rx:
+        """Objects of ``lo`` to ``hi`` members with keys from ``key`` (free-form: a key may repeat)."""
         if hi is not None and hi < lo:
             return None
         open_, close = lit("{") + self.ws, self.ws + lit("}")
         if value is None or hi == 0:
             return open_ + close if lo == 0 else None
+        if lo >= 2:  # {"a":1,"a":2} has one property once parsed, and no regex can exclude repeated free keys
+            raise UnsupportedSchemaError(
+                f"unsupported keyword 'minProperties' at {_at(ptr)}: {lo} distinct keys without listed properties")
         pair = key + self.tok(":") + value
         body = pair + repeat(self.tok(",") + pair, max(lo - 1, 0), None if hi is None else hi - 1)
         return open_ + (body if lo > 0 else f"{group(body)}?") + close
@@ -520,13 +528,11 @@ class _Translator:
                     return None
                 continue
             pairs.append((json_literal(name) + self.tok(":") + value, req))
-        n_req = sum(req for _, req in pairs)
-        if lo > n_req or (hi is not None and hi < len(pairs)):
-            raise UnsupportedSchemaError(
-                f"unsupported keyword '{'minProperties' if lo > n_req else 'maxProperties'}' at {_at(ptr)}: "
-                "not implied by the listed properties")
-        body = self.object_body(pairs)
-        return lit("{") + self.ws + body + self.ws + lit("}")
+        if lo <= sum(req for _, req in pairs) and (hi is None or hi >= len(pairs)):
+            body: Rx = self.object_body(pairs)
+        else:
+            body = self.counted_body(pairs, lo, hi, ptr)
+        return None if body is None else lit("{") + self.ws + body + self.ws + lit("}")
 
     def member_schema(self, schema: dict, name: str, ptr: str, stack: tuple) -> tuple[Schema | None, str, tuple]:
         """What constrains member ``name``: its ``properties`` entry and every ``patternProperties`` entry whose
@@ -558,7 +564,7 @@ class _Translator:
         """Objects without listed members: any keys under additionalProperties, or (a subset) only keys
         matching the single pattern of patternProperties."""
         if not patterns:
-            return self.generic_object(self.build(addl, f"{ptr}/additionalProperties", stack), lo, hi)
+            return self.generic_object(self.build(addl, f"{ptr}/additionalProperties", stack), lo, hi, ptr=ptr)
         if len(patterns) > 1:
             raise UnsupportedSchemaError(
                 f"unsupported keyword 'patternProperties' at {_at(ptr)}: several patterns without listed properties")
@@ -570,7 +576,33 @@ class _Translator:
             raise UnsupportedSchemaError(f"unsupported keyword 'pattern' at {_at(sub_ptr)}: {exc}") from None
         if key is None:
             return self.generic_object(None, lo, hi)
-        return self.generic_object(self.build(sub, sub_ptr, stack), lo, hi, key=f'"{key}"')
+        return self.generic_object(self.build(sub, sub_ptr, stack), lo, hi, key=f'"{key}"', ptr=ptr)
+
+    def counted_body(self, pairs: list[tuple[str, bool]], lo: int, hi: int | None, ptr: str) -> Rx:
+        """:meth:`object_body` with ``lo`` to ``hi`` members present: each listed member appears at most once, so
+        the count is exact. ``tail(j, c)``: members ``j..`` after ``c`` present ones; a regex cannot share the
+        states, so its size grows like the number of ways to reach the bounds (refused past ``_MAX_REGEX``)."""
+        comma, n = self.tok(","), len(pairs)
+
+        @functools.cache
+        def tail(j: int, c: int) -> Rx:
+            if (hi is not None and c > hi) or c + n - j < lo:
+                return None
+            if c == 0 and lo == 0 and (hi is None or n - j <= hi):
+                return self.object_body(pairs[j:])
+            if c > 0 and c >= lo and (hi is None or c + n - j <= hi):  # no bound can bind any more
+                return "".join(comma + rx if req else f"{group(comma + rx)}?" for rx, req in pairs[j:])
+            rx, req = pairs[j]
+            rest = tail(j + 1, c + 1)
+            present = None if rest is None else ("" if c == 0 else comma) + rx + rest
+            out = alt([present, None if req else tail(j + 1, c)])
+            if out is not None and len(out) > _MAX_REGEX:
+                raise UnsupportedSchemaError(
+                    f"unsupported keyword '{'minProperties' if lo else 'maxProperties'}' at {_at(ptr)}: counting "
+                    f"{n} listed properties needs a regex over {_MAX_REGEX:,} characters")
+            return out
+
+        return tail(0, 0)
 
     def object_body(self, pairs: list[tuple[str, bool]]) -> str:
         """Members in order, optional ones may be absent, commas only between present members.

@@ -315,6 +315,63 @@ def test_const_and_enum_compare_json_values_with_types(schema, valid, invalid):
     assert_exact(schema, valid, invalid)
 
 
+def no_duplicate_keys(pairs):
+    keys = [k for k, _ in pairs]
+    assert len(keys) == len(set(keys)), f"duplicate keys {keys}"
+    return dict(pairs)
+
+
+@pytest.mark.parametrize("schema, pointer", [
+    ({"type": "object", "minProperties": 2}, "/"),
+    ({"type": "object", "additionalProperties": {"type": "integer"}, "minProperties": 3}, "/"),
+    ({"type": "object", "patternProperties": {"^a": {"type": "integer"}}, "minProperties": 2}, "/"),
+    ({"type": "array", "items": {"type": "object", "minProperties": 2, "maxProperties": 4}}, "/items"),
+])
+def test_min_properties_over_free_keys_is_refused(schema, pointer):
+    """{"a":1,"a":1} has one property once parsed: with free-form keys a regex cannot count distinct keys."""
+    with pytest.raises(UnsupportedSchemaError) as info:
+        schema_to_regex(schema)
+    assert "'minProperties'" in str(info.value) and f"at {pointer}" in str(info.value)
+    text = '[{"a":1,"a":1}]' if schema["type"] == "array" else '{"a":1,"a":1}'
+    assert not is_valid(json.loads(text), schema)
+
+
+COUNTED = [
+    ({"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}, "c": {"type": "integer"}},
+      "minProperties": 2},
+     ['{"a":1,"b":2}', '{"a":1,"c":2}', '{"b":1,"c":2}', '{"a":1,"b":2,"c":3}'], ["{}", '{"a":1}', '{"c":1}']),
+    ({"type": "object", "properties": {k: {"type": "integer"} for k in "abcd"}, "required": ["b"], "minProperties": 2,
+      "maxProperties": 3}, ['{"a":1,"b":2}', '{"b":1,"d":2}', '{"a":1,"b":2,"c":3}'],
+     ['{"b":1}', '{"a":1,"b":2,"c":3,"d":4}', '{"a":1,"c":2}']),
+    ({"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "null"}}, "maxProperties": 1},
+     ["{}", '{"a":1}', '{"b":null}'],
+     ['{"a":1,"b":2}']),
+    ({"type": "object", "required": ["x", "y"], "properties": {"z": {"type": "null"}}, "maxProperties": 2,
+      "additionalProperties": {"type": "integer"}}, ['{"x":1,"y":2}'], ['{"x":1}', '{"x":1,"y":2,"z":null}']),
+]
+
+
+@pytest.mark.parametrize("schema, valid, invalid", COUNTED)
+def test_property_counts_over_listed_properties_are_exact(schema, valid, invalid):
+    """Listed properties appear once each, in order, so minProperties/maxProperties are counted exactly (these
+    were refused)."""
+    ordered = [compact(json.loads(t)) for t in valid]
+    assert_exact(schema, ordered, invalid)
+
+
+@pytest.mark.parametrize("case", range(len(COUNTED)))
+def test_property_counts_sound_and_without_duplicate_keys(case):
+    schema = COUNTED[case][0]
+    rx = schema_to_regex(schema, whitespace=" ?")
+
+    @FAST
+    @given(st.from_regex(rx, fullmatch=True))
+    def check(text):
+        assert is_valid(json.loads(text, object_pairs_hook=no_duplicate_keys), schema), text
+
+    check()
+
+
 # --- refusals and bad input --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("schema, keyword, pointer", [
