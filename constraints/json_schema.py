@@ -21,8 +21,9 @@ listed properties; for generic objects, ``minProperties`` at most 1), ``items`` 
 ``enum``, ``const``, ``minLength``, ``maxLength``, ``pattern``, ``format`` (date, date-time, time, email, uuid, uri (alias url),
 ipv4; with length limits only when the format's own length range satisfies them), ``patternProperties`` (members listed in ``properties``/``required`` get every matching pattern's schema; an
 object with no listed members and one pattern gets only keys matching it), ``minimum``, ``maximum``, ``exclusiveMinimum``, ``exclusiveMaximum`` (draft-4 booleans and draft-6 numbers),
-``anyOf``, ``oneOf``, ``allOf``, local ``$ref`` (``#``, ``#/$defs/...``, ``#/definitions/...``, any JSON pointer
-into the document).
+``anyOf``, ``oneOf``, ``allOf``, ``$ref`` to any schema in the document (JSON pointers, ``$anchor`` and draft-6/7
+``"$id": "#name"`` anchors, URIs of embedded ``$id`` resources), resolved against the base URI of the enclosing
+``$id`` (``id`` in draft 4) by :mod:`decoding.constraints.json_refs`; references to other documents are refused.
 
 Decisions (each one keeps the language a subset of the valid texts):
 
@@ -72,6 +73,7 @@ from decoding.constraints.json_lexical import (
     CHAR, FORMATS, INT, NUMBER, STRING, Rx, alt, dumps, format_width, group, json_literal, lit, repeat,
 )
 from decoding.constraints.json_pattern import UnsupportedPattern, pattern_content
+from decoding.constraints.json_refs import local_refs
 from decoding.constraints.number_ranges import signed_range
 from decoding.constraints.regex import Regex
 
@@ -226,11 +228,12 @@ class _Translator:
 
     # -- references and merging -----------------------------------------------------------------------------------
     def resolve(self, ref: Any, ptr: str) -> Schema:
-        if not isinstance(ref, str) or not ref.startswith("#"):
-            raise UnsupportedSchemaError(f"unsupported keyword '$ref' at {_at(ptr)}: only local '#/...' references ({ref!r})")
+        """The schema at ``ref``, a pointer from the document root (:func:`local_refs` rewrote every reference
+        that the document holds in that form)."""
+        if not isinstance(ref, str) or not (ref == "#" or ref.startswith("#/")):
+            raise UnsupportedSchemaError(
+                f"unsupported keyword '$ref' at {_at(ptr)}: {ref!r} is not in this document (no remote references)")
         fragment = unquote(ref[1:])
-        if fragment and not fragment.startswith("/"):
-            raise UnsupportedSchemaError(f"unsupported keyword '$ref' at {_at(ptr)}: anchor reference {ref!r}")
         node: Any = self.root
         for part in fragment.split("/")[1:]:
             part = part.replace("~1", "/").replace("~0", "~")
@@ -636,6 +639,7 @@ def schema_to_regex(schema: dict | str, whitespace: str | None = None, max_depth
         raise ValueError("whitespace must be a regex string or None")
     root = _load(schema)
     try:
+        root = local_refs(root) if isinstance(root, dict) else root
         regex = _Translator(root, whitespace or "", max_depth).build(root, "")
     except RecursionError:
         raise UnsupportedSchemaError("unsupported schema: nesting too deep") from None

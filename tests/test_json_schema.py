@@ -372,6 +372,93 @@ def test_property_counts_sound_and_without_duplicate_keys(case):
     check()
 
 
+D7 = "http://json-schema.org/draft-07/schema#"
+D4 = "http://json-schema.org/draft-04/schema#"
+BASE_URI_CASES = {
+    "fragment ref in a nested $id": (
+        {"$id": "https://example.com/root.json", "$ref": "#/$defs/A",
+         "$defs": {"B": {"type": "string"},
+                   "A": {"$id": "https://example.com/a.json", "$defs": {"B": {"type": "integer"}},
+                         "type": "object", "properties": {"p": {"$ref": "#/$defs/B"}}, "required": ["p"]}}},
+        ['{"p":1}'], ['{"p":"x"}']),
+    "'#' is the nested resource": (
+        {"$id": "https://example.com/root.json", "type": "object", "properties": {"x": {"$ref": "#/$defs/A"}},
+         "$defs": {"A": {"$id": "a.json", "type": "array", "items": {"anyOf": [{"type": "integer"}, {"$ref": "#"}]}}}},
+        ['{"x":[1,[2,[]]]}'], ['{"x":[{}]}', '{"x":[{"x":[]}]}']),
+    "draft-07 $id": (
+        {"$schema": D7, "$id": "http://example.com/root.json", "properties": {"a": {"$ref": "#/definitions/A"}},
+         "required": ["a"], "definitions": {
+             "B": {"type": "string"},
+             "A": {"$id": "http://example.com/a.json", "definitions": {"B": {"type": "integer"}},
+                   "properties": {"p": {"$ref": "#/definitions/B"}}, "required": ["p"]}}},
+        ['{"a":{"p":1}}'], ['{"a":{"p":"x"}}']),
+    "draft-07 $id beside $ref is ignored": (
+        {"$schema": D7, "definitions": {"B": {"type": "string"}},
+         "properties": {"x": {"$id": "http://example.com/other.json", "$ref": "#/definitions/B"}}, "required": ["x"]},
+        ['{"x":"s"}'], ['{"x":1}']),
+    "draft-04 id": (
+        {"$schema": D4, "id": "http://example.com/root.json", "properties": {"a": {"$ref": "#/definitions/A"}},
+         "required": ["a"], "definitions": {
+             "B": {"type": "string"},
+             "A": {"id": "http://example.com/a.json", "definitions": {"B": {"type": "integer"}},
+                   "properties": {"p": {"$ref": "#/definitions/B"}}, "required": ["p"]}}},
+        ['{"a":{"p":1}}'], ['{"a":{"p":"x"}}']),
+    "relative refs": (
+        {"$id": "https://example.com/schemas/root.json", "type": "object",
+         "properties": {"n": {"$ref": "item.json"}, "f": {"$ref": "sub/thing.json#/$defs/flag"},
+                        "d": {"$ref": "dir/"}, "m": {"$ref": "https://example.com/schemas/item.json"}},
+         "required": ["n", "f"],
+         "$defs": {"item": {"$id": "item.json", "type": "integer", "minimum": 0},
+                   "thing": {"$id": "sub/thing.json", "$defs": {"flag": {"type": "boolean"}}},
+                   "dir": {"$id": "dir/", "type": "object", "properties": {"z": {"$ref": "x.json"}}, "required": ["z"],
+                           "$defs": {"x": {"$id": "x.json", "type": "null"}}}}},
+        ['{"n":1,"f":true}', '{"n":0,"f":false,"d":{"z":null},"m":3}'],
+        ['{"n":-1,"f":true}', '{"n":1,"f":1}', '{"n":1,"f":true,"d":{"z":1}}']),
+    "anchors": (
+        {"$id": "https://example.com/root.json", "type": "array", "items": False,
+         "prefixItems": [{"$ref": "#positive"}, {"$ref": "other.json"}, {"$ref": "other.json#positive"}],
+         "$defs": {"pos": {"$anchor": "positive", "type": "integer", "minimum": 1},
+                   "other": {"$id": "other.json", "$ref": "#positive",
+                             "$defs": {"neg": {"$anchor": "positive", "type": "integer", "maximum": -1}}}}},
+        ["[1,-1,-2]", "[]"], ["[0,-1,-1]", "[1,1,-1]", "[1,-1,1]"]),
+    "draft-07 plain-name $id": (
+        {"$schema": D7, "definitions": {"s": {"$id": "#short", "type": "string", "maxLength": 2}},
+         "properties": {"k": {"$ref": "#short"}}, "required": ["k"]},
+        ['{"k":"ab"}'], ['{"k":"abc"}']),
+    "properties named $id and $ref": (
+        {"$id": "https://example.com/root.json", "properties": {"$id": {"type": "integer"}, "$ref": {"type": "string"}},
+         "required": ["$id", "$ref"]},
+        ['{"$id":1,"$ref":"x"}'], ['{"$id":"x","$ref":"x"}']),
+}
+
+
+@pytest.mark.parametrize("name", list(BASE_URI_CASES))
+def test_refs_resolve_against_the_base_uri_of_their_id(name):
+    """$ref is resolved against the base URI set by the enclosing $id (id in draft 4), as validators do."""
+    schema, valid, invalid = BASE_URI_CASES[name]
+    assert_exact(schema, valid, invalid)
+
+
+def test_one_subschema_object_under_two_base_uris():
+    """A dict used twice in a Python-built schema resolves in each place against that place's base URI, and the
+    caller's schema is left unchanged."""
+    shared = {"$ref": "#/$defs/B"}
+    schema = {"$id": "https://example.com/root.json", "type": "object",
+              "properties": {"q": shared, "a": {"$ref": "a.json"}}, "required": ["q", "a"],
+              "$defs": {"B": {"type": "string"},
+                        "A": {"$id": "a.json", "$defs": {"B": {"type": "integer"}}, "type": "object",
+                              "properties": {"p": shared}, "required": ["p"]}}}
+    before = json.dumps(schema)
+    assert_exact(schema, ['{"q":"s","a":{"p":1}}'], ['{"q":1,"a":{"p":1}}', '{"q":"s","a":{"p":"x"}}'])
+    assert json.dumps(schema) == before
+
+
+def test_refs_outside_the_document_are_refused():
+    for ref in ("other.json#/a", "https://example.com/x.json", "#nowhere"):
+        with pytest.raises(UnsupportedSchemaError, match="'\\$ref' at /properties/p"):
+            schema_to_regex({"$id": "https://example.com/root.json", "properties": {"p": {"$ref": ref}}, "required": ["p"]})
+
+
 # --- refusals and bad input --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("schema, keyword, pointer", [
