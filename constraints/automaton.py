@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import numpy as np
+from interegular.fsm import anything_else
 
 __all__ = ["ByteDFA", "DEAD"]
 
@@ -111,8 +112,6 @@ def _codepoint_targets(fsm) -> tuple[list, np.ndarray]:
 
     Returns ``(states, targets)`` with ``targets`` a function of the state index returning int32 ``[0x110000]``.
     """
-    from interegular.fsm import anything_else
-
     states = sorted(fsm.states, key=repr) if not all(isinstance(s, int) for s in fsm.states) else sorted(fsm.states)
     index = {s: i for i, s in enumerate(states)}
     explicit = [(sym, key) for sym, key in fsm.alphabet.items() if sym is not anything_else]
