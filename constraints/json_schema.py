@@ -1,63 +1,45 @@
 """JSON Schema -> regular expression, for JSON-constrained decoding.
 
-``schema_to_regex(schema)`` returns a Python ``re`` pattern (also parseable by ``interegular``: only literals,
-character classes, ``|``, ``(?:...)`` and ``* + ? {m,n}``; never ``.``, look-around or back-references) whose full
-matches are JSON texts that validate against ``schema``. The translation is *sound*: every full match validates.
-It is complete only within a documented subset of the valid texts (see "Decisions" below).
-
-Example::
+``schema_to_regex(schema)`` returns a Python ``re`` pattern (also parseable by ``interegular``) whose full matches
+are JSON texts that validate against ``schema``: the translation is *sound*, and complete only within the subset
+of valid texts that the decisions below describe. :class:`JsonSchema` is that regex as a constraint.
 
     >>> import re
-    >>> rx = schema_to_regex({"type": "object",
-    ...                       "properties": {"n": {"type": "integer", "minimum": 1}},
+    >>> rx = schema_to_regex({"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}},
     ...                       "required": ["n"], "additionalProperties": False})
     >>> bool(re.fullmatch(rx, '{"n":42}')), bool(re.fullmatch(rx, '{"n":0}'))
     (True, False)
 
-Supported keywords: ``type`` (one or a list; absent = inferred from the keywords present, else any value),
-``properties``, ``required``, ``additionalProperties``, ``minProperties``/``maxProperties`` (counted exactly over
-listed properties; for generic objects, ``minProperties`` at most 1), ``items`` (schema or draft-4 tuple list),
-``prefixItems``, ``additionalItems``, ``minItems``, ``maxItems``, ``uniqueItems`` (false, or with maxItems <= 1),
-``enum``, ``const``, ``minLength``, ``maxLength``, ``pattern``, ``format`` (date, date-time, time, email, uuid, uri (alias url),
-ipv4; with length limits only when the format's own length range satisfies them), ``patternProperties`` (members listed in ``properties``/``required`` get every matching pattern's schema; an
-object with no listed members and one pattern gets only keys matching it), ``minimum``, ``maximum``, ``exclusiveMinimum``, ``exclusiveMaximum`` (draft-4 booleans and draft-6 numbers),
-``anyOf``, ``oneOf``, ``allOf``, ``$ref`` to any schema in the document (JSON pointers, ``$anchor`` and draft-6/7
-``"$id": "#name"`` anchors, URIs of embedded ``$id`` resources), resolved against the base URI of the enclosing
-``$id`` (``id`` in draft 4) by :mod:`decoding.constraints.json_refs`; references to other documents are refused.
+Supported: ``type``; ``properties``, ``required``, ``additionalProperties``, ``patternProperties``,
+``minProperties``/``maxProperties``; ``items`` (also draft-4 tuples), ``prefixItems``, ``additionalItems``,
+``minItems``, ``maxItems``, ``uniqueItems`` (false, or maxItems <= 1); ``enum``, ``const``; ``minLength``,
+``maxLength``, ``pattern`` (:mod:`~decoding.constraints.json_pattern`), ``format`` (date, time, date-time, email,
+uuid, uri/url, ipv4); ``minimum``, ``maximum``, ``exclusiveMinimum``, ``exclusiveMaximum`` (draft-4 booleans too);
+``anyOf``, ``oneOf``, ``allOf``; ``$ref`` to anything in the document, against the base URI of the enclosing
+``$id`` (:mod:`~decoding.constraints.json_refs`). Other keywords that constrain values raise
+:class:`UnsupportedSchemaError` naming the keyword and its JSON pointer; annotations (``title``, ``x-...``) are
+ignored, as validators ignore them.
 
-Decisions (each one keeps the language a subset of the valid texts):
+Decisions (each keeps the language a subset of the valid texts):
 
-* Layout: no whitespace between tokens unless ``whitespace`` (a regex, e.g. ``r"[ \\n]?"``) is given; it is
-  allowed after ``{ [ , :`` and before ``} ] , :``. Never before or after the whole value.
-* Objects with ``properties``/``required``: only the listed properties, in the schema's order (``properties``
-  order, then required names that have no entry in ``properties``); optional ones may be absent. Extra properties
-  are never produced even when ``additionalProperties`` is true or absent. Each member appears at most once, so
-  counts are exact. Objects without listed properties are generic: any keys, values under
-  ``additionalProperties`` (any value when true or absent; ``{}`` only when false). A free-form key may repeat (no
-  regex can rule that out; the parsed object keeps one member), which changes no validity result except
-  ``minProperties`` >= 2: refused for generic objects.
-* ``oneOf`` is translated as ``anyOf``: a text matching two branches is accepted although ``oneOf`` rejects it.
-  This is the one place where soundness depends on the schema (its branches should be disjoint, as they are in
-  practice: tagged by ``const``/``enum``/``type``/``required``).
-* ``allOf`` (and ``$ref`` with sibling keywords) is handled by merging the subschemas into one; keywords that
-  cannot be merged raise :class:`UnsupportedSchemaError`.
-* Recursion through ``$ref`` is unrolled at most ``max_depth`` times along a path; generic values (``{}``,
-  ``true``, untyped items) nest at most ``min(max_depth, 2)`` levels. Branches that cannot finish within the bound are
-  dropped; a schema left with no value raises ``ValueError``.
-* Strings: JSON escapes ``\\" \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX``; no raw control characters; ``\\u`` escapes of
-  UTF-16 surrogates are not produced (so each escape is one code point and length limits count exactly).
-  ``pattern``: see :mod:`decoding.constraints.json_pattern` (Python ``re.search`` semantics, a few refusals).
-* Numbers: ``integer`` is ``-?(0|[1-9][0-9]*)``; ``number`` adds a fraction and an exponent. Bounds are supported
-  for integers, and for numbers with integer-valued bounds only (:mod:`decoding.constraints.number_ranges`, no
-  exponent), otherwise refused.
-* ``enum``/``const`` values are written in compact JSON, filtered by the schema's other keywords; merged ones
-  compare as JSON values (``1 == 1.0``; ``1 != true``, ``0 != false``).
-* Length/count limits above ``_MAX_COUNT`` (10,000) are lowered to it (a subset); regexes longer than
-  ``_MAX_REGEX`` (10**6 characters) are refused with :class:`UnsupportedSchemaError`.
-* Keywords that constrain values but are not supported raise :class:`UnsupportedSchemaError` with the keyword and
-  its JSON pointer. Unknown keywords (``title``, ``x-foo``, ``example``...) are annotations and are ignored, as
-  JSON Schema validators ignore them.
-* The boolean schema ``true`` means any JSON value (bounded depth); ``false`` raises ``ValueError``.
+* Layout: compact unless ``whitespace`` (a regex such as ``r"[ \\n]?"``) is given; it may then appear after
+  ``{ [ , :`` and before ``} ] , :``, never around the whole value.
+* Objects with ``properties``/``required`` hold only those members, in the schema's order, each at most once (so
+  ``minProperties``/``maxProperties`` count exactly), optional ones possibly absent, each also under the
+  ``patternProperties`` it matches; no extra member even where allowed. Other objects are generic:
+  any keys (or keys matching the one ``patternProperties`` pattern), values under ``additionalProperties``. A
+  free-form key may repeat (no regex can rule that out); that changes no validity result except
+  ``minProperties`` >= 2, which is refused for generic objects.
+* ``oneOf`` is read as ``anyOf`` (sound when its branches are disjoint, as tagged unions are). ``allOf`` and
+  ``$ref`` beside other keywords merge the subschemas; ``enum``/``const`` values merge as JSON values
+  (``1 == 1.0``, ``1 != true``); keywords that cannot merge are refused.
+* ``$ref`` recursion unrolls at most ``max_depth`` times along a path; generic values nest at most
+  ``min(max_depth, 2)`` levels; a schema left with no value raises ``ValueError`` (as ``false`` does).
+* Strings use the JSON escapes but never ``\\u`` escapes of surrogates (each escape is one code point, so lengths
+  count exactly). Numbers with bounds: integers exactly, ``number`` with integer-valued bounds only, written
+  without exponent (:mod:`~decoding.constraints.number_ranges`). ``format`` takes length limits only when its own
+  length range satisfies them.
+* Counts above 10,000 are lowered to it; regexes over 10**6 characters are refused.
 """
 
 from __future__ import annotations
