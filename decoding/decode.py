@@ -16,6 +16,7 @@ tokens when stop strings or a streaming callback need them on the host.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -363,3 +364,13 @@ class _StopMatcher:
 def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
     cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
     return text[: min(cuts)] if cuts else text
+
+
+def __getattr__(name: str):
+    """The end-reason constants of 0.1 (``DEAD`` also meant a constraint state): deprecated until 0.3."""
+    old = {"EOS": End.EOS, "STOP": End.STOP, "LENGTH": End.LENGTH, "DEAD": End.DEAD_END}
+    if name not in old:
+        raise AttributeError(f"module 'decoding.decode' has no attribute {name!r}")
+    warnings.warn(f"decoding.decode.{name} is deprecated; use decoding.End.{old[name].name}", DeprecationWarning,
+                  stacklevel=2)
+    return old[name]

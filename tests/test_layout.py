@@ -67,3 +67,17 @@ def test_sequence_samplers_live_in_their_own_package():
     token_level = {p.stem for p in library("samplers")}
     assert not token_level & {"smc", "sir", "speculative", "dsir"}
     assert {"smc", "sir", "speculative"} <= {p.stem for p in (ROOT / "samplers" / "sequence").iterdir()}
+
+
+def test_names_renamed_in_0_2_still_work_with_a_deprecation_warning():
+    import decoding as dc
+    import decoding.decode
+    import decoding.samplers
+    from decoding.samplers.sequence.speculative.rrs import RRS
+
+    cases = [(lambda: decoding.samplers.Chain, dc.SamplerChain), (lambda: decoding.samplers.select, dc.select),
+             (lambda: decoding.decode.DEAD, dc.End.DEAD_END), (lambda: dc.MultiDraft(2, 2).law, "iid"),
+             (lambda: RRS().drafts, "iid")]
+    for old, new in cases:
+        with pytest.warns(DeprecationWarning):
+            assert old() == new

@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Protocol
 
@@ -151,6 +152,12 @@ class TreeShape:
     """How a draft tree grows each round. ``draws`` names how its children are drawn (see the module docstring)."""
 
     draws: str = "deterministic"
+
+    @property
+    def law(self) -> str:
+        """Deprecated name of ``draws`` (until 0.3)."""
+        warnings.warn("TreeShape.law is deprecated; use .draws", DeprecationWarning, stacklevel=2)
+        return self.draws
 
     @property
     def max_nodes(self) -> int:

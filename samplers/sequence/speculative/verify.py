@@ -17,6 +17,7 @@ Notation: ``p`` is the target, ``q`` the draft; both are probabilities (not logs
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -42,6 +43,12 @@ class NodeVerifier:
     """
 
     draws: str = "iid"
+
+    @property
+    def drafts(self) -> str:
+        """Deprecated name of ``draws`` (until 0.3)."""
+        warnings.warn("NodeVerifier.drafts is deprecated; use .draws", DeprecationWarning, stacklevel=2)
+        return self.draws
 
     def law(self, p: torch.Tensor, q: torch.Tensor, children: torch.Tensor) -> NodeLaw:
         """Args: p [R, V], q [R, V] probabilities; children [R, K] token ids, -1 for absent children (absent
