@@ -93,6 +93,19 @@ def gemma_lm(gemma_tokenizer):
     return LanguageModel(tiny_gemma(gemma_tokenizer), gemma_tokenizer)
 
 
+GREEDY_PROMPTS = ["Hello world, hello world, hello world, hello", "Hi", "One two three one two three one"]
+GREEDY_TOKENS = 12  # the sliding window is 4 tokens: the longest row crosses it 4 times over, the shortest twice
+
+
+@pytest.fixture(scope="session")
+def gemma_greedy(gemma_lm):
+    """Plain greedy decoding of GREEDY_PROMPTS (a ragged batch, GREEDY_TOKENS new tokens) by the sliding-window
+    Gemma: the reference of every greedy-equality test of speculative decoding, computed once."""
+    from decoding import Greedy, generate
+
+    return generate(gemma_lm, GREEDY_PROMPTS, Greedy(), max_new_tokens=GREEDY_TOKENS)
+
+
 @pytest.fixture(params=["llama", "gemma", "gpt2"])
 def tiny_lm(request):
     """Each tiny model in turn: rotary (Llama), rotary with a sliding window (Gemma 3), absolute positions (GPT-2)."""

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import decoding as dc
+from conftest import GREEDY_PROMPTS, GREEDY_TOKENS
 from test_speculative import pipeline_p
 from toys import toy_llama
 
@@ -45,13 +46,12 @@ def test_bad_layers_name_the_argument(llama_lm):
         dc.early_exit(llama_lm.model, 1)
 
 
-def test_greedy_speculative_with_the_self_draft_equals_greedy_plain(gemma_lm):
-    prompts = ["Hello world, hello world, hello", "Hi", "One two three one two"]
-    plain = dc.generate(gemma_lm, prompts, dc.Greedy(), max_new_tokens=16)
+def test_greedy_speculative_with_the_self_draft_equals_greedy_plain(gemma_lm, gemma_greedy):
+    """The sliding-window Gemma drafting with its first layer: the output is plain greedy's (the shared reference)."""
     for tree in (dc.Chain(4), dc.DynamicTree(6, 4, 2)):
         spec = dc.Speculative(dc.early_exit(gemma_lm, 1), tree, sampler=dc.Greedy())
-        out = dc.generate(gemma_lm, prompts, spec, max_new_tokens=16)
-        assert [o.token_ids for o in out] == [o.token_ids for o in plain]
+        out = dc.generate(gemma_lm, GREEDY_PROMPTS, spec, max_new_tokens=GREEDY_TOKENS)
+        assert [o.token_ids for o in out] == [o.token_ids for o in gemma_greedy]
 
 
 def test_pipeline_with_the_self_draft_has_the_target_law():

@@ -24,6 +24,7 @@ from decoding.samplers.sequence.speculative.optimal import draft_tuples
 from decoding.samplers.sequence.speculative.rrs import RRS, TopKVerifier
 from decoding.samplers.sequence.speculative.spectr import SpecTr
 
+from conftest import GREEDY_PROMPTS, GREEDY_TOKENS
 from toys import EOS, V, law_of, sequence_law, toy_llama
 
 
@@ -231,17 +232,6 @@ def test_logprob_is_the_unmodified_models(target, draft):
 # --- greedy equality, batches, limits -------------------------------------------------------------------------
 
 
-GREEDY_PROMPTS = ["Hello world, hello world, hello world, hello", "Hi", "One two three one two three one"]
-GREEDY_TOKENS = 12  # the sliding window is 4 tokens: the longest row crosses it 4 times over, the shortest twice
-
-
-@pytest.fixture(scope="module")
-def greedy_plain(gemma_lm):
-    """The reference of the greedy-equality tests on the sliding-window model: plain greedy decoding of
-    GREEDY_PROMPTS (a ragged batch), computed once for all of them."""
-    return dc.generate(gemma_lm, GREEDY_PROMPTS, dc.Greedy(), max_new_tokens=GREEDY_TOKENS)
-
-
 @pytest.fixture(scope="module")
 def self_draft(gemma_lm):
     """The target as its own draft (a second LanguageModel on the same weights): every draft token is right."""
@@ -250,8 +240,8 @@ def self_draft(gemma_lm):
 
 @pytest.mark.parametrize("tree", [dc.Chain(4), dc.DynamicTree(6, 4, 2), dc.DynamicTree(6, 4, 2, method="eagle"),
                                   dc.MultiDraft(2, 2, "deterministic")], ids=repr)
-def test_greedy_speculative_equals_greedy_plain_on_a_sliding_window_model(gemma_lm, greedy_plain, self_draft, tree):
-    plain = greedy_plain
+def test_greedy_speculative_equals_greedy_plain_on_a_sliding_window_model(gemma_lm, gemma_greedy, self_draft, tree):
+    plain = gemma_greedy
     for d in (dc.NGramDraft(2), self_draft):  # mostly rejected (a random model rarely repeats), all accepted
         out = dc.generate(gemma_lm, GREEDY_PROMPTS, dc.Speculative(d, tree, sampler=dc.Greedy()),
                           max_new_tokens=GREEDY_TOKENS)
@@ -270,8 +260,8 @@ class SecondBestFirst(dc.ModelDraft):
 
 
 @pytest.mark.parametrize("tree", [dc.MultiDraft(2, 2, "deterministic"), dc.DynamicTree(6, 4, 2)], ids=repr)
-def test_greedy_walk_accepts_the_child_holding_the_target_token(gemma_lm, greedy_plain, self_draft, tree):
-    plain = greedy_plain
+def test_greedy_walk_accepts_the_child_holding_the_target_token(gemma_lm, gemma_greedy, self_draft, tree):
+    plain = gemma_greedy
     draft = SecondBestFirst(self_draft)
     out = dc.generate(gemma_lm, GREEDY_PROMPTS, dc.Speculative(draft, tree, sampler=dc.Greedy()),
                       max_new_tokens=GREEDY_TOKENS)
