@@ -36,6 +36,7 @@ class SetConstraint(TokenConstraint):
     def __init__(self, allowed=(1, 3)):
         self.allowed = set(allowed)
         self.calls = 0
+        self._masks = {}  # state -> its mask, built once (a 200,000-row draw asks for ~200,000 masks of 2 states)
 
     def start(self):
         return 0
@@ -54,9 +55,11 @@ class SetConstraint(TokenConstraint):
         return state in (0, 1)
 
     def mask(self, state):
-        allowed = torch.tensor([state == 0 and t in self.allowed for t in range(6)])
-        allowed[5] = self.is_accepting(state)
-        return allowed
+        if state not in self._masks:
+            allowed = torch.tensor([state == 0 and t in self.allowed for t in range(6)])
+            allowed[5] = self.is_accepting(state)
+            self._masks[state] = allowed
+        return self._masks[state]
 
 
 FLAT = [0.3, 0.1, 0.25, 0.2, 0.05, 0.1]  # allowed {1, 3}: Z = 0.3, the model mostly wants other tokens
@@ -294,12 +297,18 @@ def test_awrs_json_on_the_default_model_validates_with_few_checks(gemma):
     assert np.isfinite(seq.log_weight) and seq.log_weight <= 0
 
 
-def test_awrs_complete_text_takes_eos_exactly_without_checks(gemma_tokenizer):
-    """Regex "ab" after "ab": complete, and no byte may follow. The step draws among the EOS ids with
-    Z = p(EOS) exactly and checks nothing."""
+@pytest.fixture(scope="module")
+def gemma_vocabulary(gemma_tokenizer):
+    """The real Gemma 3 vocabulary (262,144 tokens' bytes), built once for the tests that bind regexes to it."""
     from decoding.vocabulary import Vocabulary
 
-    vocabulary = Vocabulary(gemma_tokenizer)
+    return Vocabulary(gemma_tokenizer)
+
+
+def test_awrs_complete_text_takes_eos_exactly_without_checks(gemma_tokenizer, gemma_vocabulary):
+    """Regex "ab" after "ab": complete, and no byte may follow. The step draws among the EOS ids with
+    Z = p(EOS) exactly and checks nothing."""
+    vocabulary = gemma_vocabulary
     tc = dc.Regex("ab").bind(vocabulary)
     done = tc.advance(tc.start(), gemma_tokenizer.convert_tokens_to_ids("ab"))
     assert tc.only_eos_batch([done, tc.start(), DEAD]).tolist() == [True, False, False]
@@ -311,12 +320,10 @@ def test_awrs_complete_text_takes_eos_exactly_without_checks(gemma_tokenizer):
     torch.testing.assert_close(out.log_weight, logprobs[:, eos].logsumexp(-1))
 
 
-def test_awrs_leaves_out_impossible_tokens_without_checks(gemma_tokenizer):
+def test_awrs_leaves_out_impossible_tokens_without_checks(gemma_tokenizer, gemma_vocabulary):
     """Regex " (Lyon|Nice)": a token with any byte outside the pattern's alphabet is never checked, and the
     weight still averages to Z over the draws (the left-out mass counts as rejected)."""
-    from decoding.vocabulary import Vocabulary
-
-    vocabulary = Vocabulary(gemma_tokenizer)
+    vocabulary = gemma_vocabulary
     tc = dc.Regex(r" (Lyon|Nice)").bind(vocabulary)
     possible = tc.possible_tokens()
     assert possible[gemma_tokenizer.convert_tokens_to_ids("▁Paris")] == False  # noqa: E712 - 'P' not in the pattern
