@@ -22,6 +22,9 @@ class ParityConstraint(TokenConstraint):
 
     vocabulary = _Vocab()
 
+    def __init__(self):
+        self._masks = {}  # state -> its mask, built once (the 10,000-row grids ask for one per row)
+
     def start(self):
         return 0
 
@@ -35,9 +38,11 @@ class ParityConstraint(TokenConstraint):
         return state != DEAD and state <= 2
 
     def mask(self, state):
-        allowed = torch.tensor([t % 2 == state % 2 and state != 9 for t in range(6)])
-        allowed[5] = self.is_accepting(state)
-        return allowed
+        if state not in self._masks:
+            allowed = torch.tensor([t % 2 == state % 2 and state != 9 for t in range(6)])
+            allowed[5] = self.is_accepting(state)
+            self._masks[state] = allowed
+        return self._masks[state]
 
 
 def test_masked_draw_is_the_renormalised_allowed_law_and_weight_is_log_z():
