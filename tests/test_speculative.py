@@ -234,8 +234,10 @@ def test_logprob_is_the_unmodified_models(target, draft):
 
 @pytest.fixture(scope="module")
 def self_draft(gemma_lm):
-    """The target as its own draft (a second LanguageModel on the same weights): every draft token is right."""
-    return dc.LanguageModel(gemma_lm.model, gemma_lm.tokenizer)
+    """The target as its own draft (a second LanguageModel on the same weights): every draft token is right.
+    Without a tokenizer (a draft needs none): with one, binding the draft compares the two tokenizers' 262,144
+    tokens on every generate call (about 1 s); that check has its own test below."""
+    return dc.LanguageModel(gemma_lm.model, None, eos_token_ids=gemma_lm.eos_token_ids)
 
 
 @pytest.mark.parametrize("tree", [dc.Chain(4), dc.DynamicTree(6, 4, 2), dc.DynamicTree(6, 4, 2, method="eagle"),
@@ -277,14 +279,19 @@ class SecondBestOnly(dc.ModelDraft):
         return logq[..., 1:], tokens[..., 1:]
 
 
-@pytest.mark.parametrize("sampler", [dc.Greedy(), dc.Temperature(1e-3)], ids=repr)
-def test_a_round_rejected_at_the_root_runs_the_lm_head_for_the_root_only(gemma_lm, sampler):
-    """The lazy head runs for one root row per round: a tree of 5 nodes, every round rejected at the root, costs
-    no other head row (the greedy walk and the node walk)."""
+@pytest.fixture(scope="module")
+def second_best_only(gemma_lm):
+    """SecondBestOnly on a copy of the target's weights: the draft's head rows are counted on its own model."""
     import copy
 
-    draft = SecondBestOnly(dc.LanguageModel(copy.deepcopy(gemma_lm.model), gemma_lm.tokenizer))  # its own counter
-    spec = dc.Speculative(draft, dc.MultiDraft(1, 4, "deterministic"), verify="topk", sampler=sampler)
+    return SecondBestOnly(dc.LanguageModel(copy.deepcopy(gemma_lm.model), None, eos_token_ids=gemma_lm.eos_token_ids))
+
+
+@pytest.mark.parametrize("sampler", [dc.Greedy(), dc.Temperature(1e-3)], ids=repr)
+def test_a_round_rejected_at_the_root_runs_the_lm_head_for_the_root_only(gemma_lm, second_best_only, sampler):
+    """The lazy head runs for one root row per round: a tree of 5 nodes, every round rejected at the root, costs
+    no other head row (the greedy walk and the node walk)."""
+    spec = dc.Speculative(second_best_only, dc.MultiDraft(1, 4, "deterministic"), verify="topk", sampler=sampler)
     prompts = ["Hello world, hello world", "One two three one"]
     dc.generate(gemma_lm, prompts, spec, max_new_tokens=2)  # a model's first lazy forward checks its head
     before = gemma_lm.head_rows
@@ -353,6 +360,7 @@ def test_bad_arguments_name_the_argument(draft):
 
 
 def test_a_draft_with_another_vocabulary_is_refused_before_decoding(gemma_lm, llama_lm):
+    gemma_lm.check_same_vocabulary(dc.LanguageModel(gemma_lm.model, gemma_lm.tokenizer), "draft")  # same: passes
     before = gemma_lm.forwards
     with pytest.raises(ValueError, match="token id 0"):
         dc.generate(gemma_lm, "Hi", dc.Speculative(llama_lm))
@@ -362,13 +370,14 @@ def test_a_draft_with_another_vocabulary_is_refused_before_decoding(gemma_lm, ll
 @pytest.mark.slow
 def test_default_model_greedy_speculative_equals_plain(gemma):
     """16 tokens: the rows repeat what they read (the JSON row its own first line, the other its prompt) from about
-    the 9th token on, so the lookup drafts and long paths are accepted (7 and 8 drafts, 10 forwards against 16)."""
+    the 9th token on, so the lookup drafts and long paths are accepted (7 and 8 drafts, 10 forwards against 16).
+    One tree, a dynamic one (branching paths, per-node positions and masks on the real model's layers); the other
+    shapes run on the tiny sliding-window model."""
     prompts = ['Repeat this JSON exactly: {"name": "Ada Lovelace", "born": 1815, "field": "mathematics"}\n',
                "The three primary colours are"]
     plain = dc.generate(gemma, prompts, dc.Greedy(), max_new_tokens=16)
-    for tree in (dc.Chain(8), dc.DynamicTree(budget=16, max_depth=12, top_k=4)):
-        out = dc.generate(gemma, prompts, dc.Speculative(dc.NGramDraft(3), tree, sampler=dc.Greedy()),
-                          max_new_tokens=16)
-        assert [o.token_ids for o in out] == [o.token_ids for o in plain]
-        assert out.stats.forwards < plain.stats.forwards
-        assert all(g.counters["accepted_tokens"] >= 4 for g in out)
+    tree = dc.DynamicTree(budget=16, max_depth=12, top_k=4)
+    out = dc.generate(gemma, prompts, dc.Speculative(dc.NGramDraft(3), tree, sampler=dc.Greedy()), max_new_tokens=16)
+    assert [o.token_ids for o in out] == [o.token_ids for o in plain]
+    assert out.stats.forwards < plain.stats.forwards
+    assert all(g.counters["accepted_tokens"] >= 4 for g in out)
