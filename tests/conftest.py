@@ -57,14 +57,18 @@ def tiny_llama(tokenizer, seed: int = 0):
 
 def tiny_gemma(tokenizer, seed: int = 0):
     """Gemma 3 with a 4-token sliding window on one of its two layers: padding and cache bugs show at once."""
+    return _gemma(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id, seed)
+
+
+def _gemma(vocab_size: int, bos: int, eos: int, pad: int, seed: int):
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     torch.manual_seed(seed)
     config = Gemma3TextConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=4,
         layer_types=["sliding_attention", "full_attention"], max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=bos, eos_token_id=eos, pad_token_id=pad,
     )
     return Gemma3ForCausalLM(config).eval()
 
@@ -100,17 +104,39 @@ def gemma_lm(gemma_tokenizer):
     return LanguageModel(tiny_gemma(gemma_tokenizer), gemma_tokenizer)
 
 
-GREEDY_PROMPTS = ["Hello world, hello world, hello world, hello", "Hi", "One two three one two three one"]
-GREEDY_TOKENS = 12  # the sliding window is 4 tokens: the longest row crosses it 4 times over, the shortest twice
+@pytest.fixture(scope="session")
+def window_lm():
+    """tiny_gemma's architecture (a 4-token sliding window on one of its two layers) over a 1,024-token vocabulary,
+    without a tokenizer (token-id prompts; 0, 1, 2 are pad, EOS, BOS as in Gemma): for the speculative tests where
+    the sliding window is the point and the vocabulary is not, a forward costs a 1,024-wide head, not 262,144."""
+    from decoding import LanguageModel
+
+    return LanguageModel(_gemma(1024, bos=2, eos=1, pad=0, seed=0), None, eos_token_ids=[1])
+
+
+def decode(lm, sampler, prompts, max_new_tokens: int, seed=0):
+    """Token-id prompts through a sampler's run() (what dc.generate does once it has tokenised): the generations
+    and the number of target forwards."""
+    from decoding import Ancestral, DecodeTask, SequenceSampler
+
+    task = DecodeTask([list(p) for p in prompts], max_new_tokens=max_new_tokens, seed=seed)
+    runner = sampler if isinstance(sampler, SequenceSampler) else Ancestral(sampler)
+    return runner.run(lm, task), task.usage.forwards
+
+
+# A ragged batch: 11 tokens (3 repeats of a 4-gram, so a lookup drafts), 2, 8. The window is 4 tokens: with
+# GREEDY_TOKENS new tokens the longest row crosses it 5 times over, the shortest 3 times.
+GREEDY_PROMPTS = [[2, 10, 11, 12, 13, 10, 11, 12, 13, 10, 11], [2, 20], [2, 30, 31, 32, 30, 31, 32, 30]]
+GREEDY_TOKENS = 12
 
 
 @pytest.fixture(scope="session")
-def gemma_greedy(gemma_lm):
-    """Plain greedy decoding of GREEDY_PROMPTS (a ragged batch, GREEDY_TOKENS new tokens) by the sliding-window
-    Gemma: the reference of every greedy-equality test of speculative decoding, computed once."""
-    from decoding import Greedy, generate
+def window_greedy(window_lm):
+    """Plain greedy decoding of GREEDY_PROMPTS by window_lm: (generations, forwards), the reference of every
+    greedy-equality test of speculative decoding, computed once."""
+    from decoding import Greedy
 
-    return generate(gemma_lm, GREEDY_PROMPTS, Greedy(), max_new_tokens=GREEDY_TOKENS)
+    return decode(window_lm, Greedy(), GREEDY_PROMPTS, GREEDY_TOKENS)
 
 
 @pytest.fixture(params=["llama", "gemma", "gpt2"])

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import decoding as dc
-from conftest import GREEDY_PROMPTS, GREEDY_TOKENS
+from conftest import GREEDY_PROMPTS, GREEDY_TOKENS, decode
 from test_speculative import pipeline_p
 from toys import toy_llama
 
@@ -46,16 +46,12 @@ def test_bad_layers_name_the_argument(llama_lm):
         dc.early_exit(llama_lm.model, 1)
 
 
-def test_greedy_speculative_with_the_self_draft_equals_greedy_plain(gemma_lm, gemma_greedy):
-    """The sliding-window Gemma drafting with its first layer: the output is plain greedy's (the shared reference).
-    Token ids in, through the sampler's run(), on the target's weights without its tokenizer: the draft then has
-    none either, and binding it compares vocabulary sizes, not the 262,144 tokens of both tokenizers (~0.6 s)."""
-    bare = dc.LanguageModel(gemma_lm.model, None, eos_token_ids=gemma_lm.eos_token_ids)
-    prompts = [gemma_lm.encode(p) for p in GREEDY_PROMPTS]
+def test_greedy_speculative_with_the_self_draft_equals_greedy_plain(window_lm, window_greedy):
+    """The sliding-window Gemma drafting with its first layer: the output is plain greedy's (the shared reference)."""
     for tree in (dc.Chain(4), dc.DynamicTree(6, 4, 2)):
-        spec = dc.Speculative(dc.early_exit(bare, 1), tree, sampler=dc.Greedy())
-        out = spec.run(bare, dc.DecodeTask(prompts, max_new_tokens=GREEDY_TOKENS))
-        assert [o.token_ids for o in out] == [o.token_ids for o in gemma_greedy]
+        spec = dc.Speculative(dc.early_exit(window_lm, 1), tree, sampler=dc.Greedy())
+        out, _ = decode(window_lm, spec, GREEDY_PROMPTS, GREEDY_TOKENS)
+        assert [o.token_ids for o in out] == [o.token_ids for o in window_greedy[0]]
 
 
 def test_pipeline_with_the_self_draft_has_the_target_law():

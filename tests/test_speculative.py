@@ -24,7 +24,7 @@ from decoding.samplers.sequence.speculative.optimal import draft_tuples
 from decoding.samplers.sequence.speculative.rrs import RRS, TopKVerifier
 from decoding.samplers.sequence.speculative.spectr import SpecTr
 
-from conftest import GREEDY_PROMPTS, GREEDY_TOKENS
+from conftest import GREEDY_PROMPTS, GREEDY_TOKENS, decode
 from toys import EOS, V, law_of, sequence_law, toy_llama
 
 
@@ -233,23 +233,22 @@ def test_logprob_is_the_unmodified_models(target, draft):
 
 
 @pytest.fixture(scope="module")
-def self_draft(gemma_lm):
-    """The target as its own draft (a second LanguageModel on the same weights): every draft token is right.
-    Without a tokenizer (a draft needs none): with one, binding the draft compares the two tokenizers' 262,144
-    tokens on every generate call (about 1 s); that check has its own test below."""
-    return dc.LanguageModel(gemma_lm.model, None, eos_token_ids=gemma_lm.eos_token_ids)
+def self_draft(window_lm):
+    """The target as its own draft (a second LanguageModel on the same weights): every draft token is right."""
+    return dc.LanguageModel(window_lm.model, None, eos_token_ids=window_lm.eos_token_ids)
 
 
 @pytest.mark.parametrize("tree", [dc.Chain(4), dc.DynamicTree(6, 4, 2), dc.DynamicTree(6, 4, 2, method="eagle"),
                                   dc.MultiDraft(2, 2, "deterministic")], ids=repr)
-def test_greedy_speculative_equals_greedy_plain_on_a_sliding_window_model(gemma_lm, gemma_greedy, self_draft, tree):
-    plain = gemma_greedy
-    for d in (dc.NGramDraft(2), self_draft):  # mostly rejected (a random model rarely repeats), all accepted
-        out = dc.generate(gemma_lm, GREEDY_PROMPTS, dc.Speculative(d, tree, sampler=dc.Greedy()),
-                          max_new_tokens=GREEDY_TOKENS)
+def test_greedy_speculative_equals_greedy_plain_on_a_sliding_window_model(window_lm, window_greedy, self_draft, tree):
+    """The lookup draft (some rounds accept a few tokens, most reject at the root) and the self-draft (every draft
+    accepted) give plain greedy's tokens and log-probabilities across the window."""
+    plain, plain_forwards = window_greedy
+    for d in (dc.NGramDraft(2), self_draft):
+        out, forwards = decode(window_lm, dc.Speculative(d, tree, sampler=dc.Greedy()), GREEDY_PROMPTS, GREEDY_TOKENS)
         assert [o.token_ids for o in out] == [o.token_ids for o in plain]
         assert [o.logprob for o in out] == pytest.approx([o.logprob for o in plain], abs=1e-3)
-    assert out.stats.forwards < plain.stats.forwards / 2  # the self-draft is always right
+    assert forwards < plain_forwards / 2  # the self-draft is always right
 
 
 class SecondBestFirst(dc.ModelDraft):
@@ -262,13 +261,12 @@ class SecondBestFirst(dc.ModelDraft):
 
 
 @pytest.mark.parametrize("tree", [dc.MultiDraft(2, 2, "deterministic"), dc.DynamicTree(6, 4, 2)], ids=repr)
-def test_greedy_walk_accepts_the_child_holding_the_target_token(gemma_lm, gemma_greedy, self_draft, tree):
-    plain = gemma_greedy
-    draft = SecondBestFirst(self_draft)
-    out = dc.generate(gemma_lm, GREEDY_PROMPTS, dc.Speculative(draft, tree, sampler=dc.Greedy()),
-                      max_new_tokens=GREEDY_TOKENS)
+def test_greedy_walk_accepts_the_child_holding_the_target_token(window_lm, window_greedy, self_draft, tree):
+    plain, plain_forwards = window_greedy
+    spec = dc.Speculative(SecondBestFirst(self_draft), tree, sampler=dc.Greedy())
+    out, forwards = decode(window_lm, spec, GREEDY_PROMPTS, GREEDY_TOKENS)
     assert [o.token_ids for o in out] == [o.token_ids for o in plain]
-    assert out.stats.forwards < plain.stats.forwards / 2  # the second child is always right
+    assert forwards < plain_forwards / 2  # the second child is always right
 
 
 class SecondBestOnly(dc.ModelDraft):
@@ -280,24 +278,24 @@ class SecondBestOnly(dc.ModelDraft):
 
 
 @pytest.fixture(scope="module")
-def second_best_only(gemma_lm):
+def second_best_only(window_lm):
     """SecondBestOnly on a copy of the target's weights: the draft's head rows are counted on its own model."""
     import copy
 
-    return SecondBestOnly(dc.LanguageModel(copy.deepcopy(gemma_lm.model), None, eos_token_ids=gemma_lm.eos_token_ids))
+    return SecondBestOnly(dc.LanguageModel(copy.deepcopy(window_lm.model), None, eos_token_ids=window_lm.eos_token_ids))
 
 
 @pytest.mark.parametrize("sampler", [dc.Greedy(), dc.Temperature(1e-3)], ids=repr)
-def test_a_round_rejected_at_the_root_runs_the_lm_head_for_the_root_only(gemma_lm, second_best_only, sampler):
+def test_a_round_rejected_at_the_root_runs_the_lm_head_for_the_root_only(window_lm, second_best_only, sampler):
     """The lazy head runs for one root row per round: a tree of 5 nodes, every round rejected at the root, costs
     no other head row (the greedy walk and the node walk)."""
     spec = dc.Speculative(second_best_only, dc.MultiDraft(1, 4, "deterministic"), verify="topk", sampler=sampler)
-    prompts = ["Hello world, hello world", "One two three one"]
-    dc.generate(gemma_lm, prompts, spec, max_new_tokens=2)  # a model's first lazy forward checks its head
-    before = gemma_lm.head_rows
-    out = dc.generate(gemma_lm, prompts, spec, max_new_tokens=4)  # 3 rounds a row, each 4 draft forwards
+    prompts = GREEDY_PROMPTS[::2]
+    decode(window_lm, spec, prompts, 2)  # a model's first lazy forward checks its head
+    before = window_lm.head_rows
+    out, _ = decode(window_lm, spec, prompts, 6)  # 5 rounds a row, each 4 draft forwards
     assert sum(g.counters["accepted_tokens"] for g in out) == 0
-    assert gemma_lm.head_rows - before == sum(g.counters["rounds"] for g in out) > 0
+    assert window_lm.head_rows - before == sum(g.counters["rounds"] for g in out) > 0
 
 
 def test_a_row_alone_equals_the_row_in_a_batch(gemma_lm):
