@@ -105,7 +105,7 @@ class TokenAutomaton(TokenConstraint):
         self.dfa = dfa
         self.vocabulary = vocabulary
         self.device = torch.device(device)
-        self._index = _vocabulary_index(vocabulary)
+        self._index = vocabulary_index(vocabulary)
         self._eos = np.asarray(vocabulary.eos_token_ids, dtype=np.int64)
         self._is_eos = np.zeros(len(self._index.special), dtype=bool)
         self._is_eos[self._eos] = True
@@ -295,7 +295,7 @@ class _VocabularyIndex:
 _INDEXES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _vocabulary_index(vocabulary) -> _VocabularyIndex:
+def vocabulary_index(vocabulary) -> _VocabularyIndex:
     index = _INDEXES.get(vocabulary)
     if index is None:
         index = _INDEXES[vocabulary] = _VocabularyIndex(vocabulary)

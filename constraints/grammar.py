@@ -1,0 +1,289 @@
+"""Context-free grammar constraints: a greedy lexer over lazily built automata, Earley's parser over its lexemes.
+
+:class:`Grammar` takes Lark's grammar syntax or llama.cpp's GBNF (or a :class:`~decoding.constraints.cfg.Cfg`
+built in code, as :class:`~decoding.constraints.json_schema.JsonSchema` does) and accepts exactly the texts the
+grammar derives, byte for byte, on any tokenizer. Any context-free grammar works: left recursion, unbounded
+nesting, ambiguity, ε-rules.
+
+The language. Terminals (Lark's ``UPPERCASE`` names and quoted strings and regexes in rules; every character in
+GBNF) are lexed greedily, as Lark's contextual lexer does: the lexer runs every terminal the parser allows next,
+and the ``%ignore`` ones, in parallel (:mod:`~decoding.constraints.lexer`), and a lexeme ends only where the next
+byte extends none of them. All terminals matching the lexeme are then scanned at once (Earley takes the union, so
+Lark's terminal priorities are not needed); when none of them is one the parser allows, an ignored terminal skips
+it. So ``start: NAME NAME`` with ``%ignore " "`` accepts ``"ab cd"`` but not ``"abcd"``, as Lark does; write a
+rule instead of a terminal where a split inside a run of characters is wanted.
+
+The engine. A parse state is a :class:`GrammarState`: a persistent Earley chart (:mod:`~decoding.constraints.
+earley`), the lexer state of the current lexeme, and whether it holds bytes. States are values: SMC copies them,
+speculative decoding goes back to an earlier one, equal histories share successors. A token mask walks the
+vocabulary's byte trie with the lexer (:mod:`kernels.trie_lexing`, numba). What a token does inside the current
+lexeme depends on the lexer state alone, so that walk is memoised per lexer state, and the parser is consulted
+only where a token crosses a lexeme boundary: there the chart scans the lexeme (memoised) and the walk resumes on
+the subtrees past the boundary from the next lexeme's start state.
+
+One limit, shared with other greedy-lexing engines: a token is allowed when its bytes lex and every lexeme they
+complete parses; with a grammar whose greedy lexing can paint itself into a corner (``A: /a+/``, ``start: A "ab"``
+makes ``"aab"`` impossible), a sequence can reach a state no continuation completes (the sampler reports a dead
+end). Grammars where lexemes are delimited, JSON among them, never do.
+
+Example:
+    >>> g = Grammar('''
+    ... start: expr
+    ... ?expr: NUMBER | expr "+" expr | "(" expr ")"
+    ... %import common.NUMBER
+    ... ''')
+    >>> g.matches("(1+2)+3"), g.matches("(1+2")
+    (True, False)
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections import OrderedDict
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from decoding.constraints.base import DEAD, Constraint, TokenConstraint
+from decoding.constraints.cfg import Cfg, GrammarError
+from decoding.constraints.earley import Chart, EarleyTables
+from decoding.constraints.lexer import Lexer
+from decoding.constraints.regex import vocabulary_index
+from decoding.kernels.trie_lexing import walk_subtrees
+
+__all__ = ["Grammar", "GrammarError", "GrammarState", "TokenGrammar"]
+
+_SYNTAXES = ("lark", "gbnf")
+
+
+class GrammarState(NamedTuple):
+    """Where a parse stands.
+
+    Attributes:
+        chart: the Earley chart after the lexemes completed so far.
+        lex: the lexer state of the current lexeme.
+        pending: the current lexeme holds bytes (not yet scanned).
+    """
+
+    chart: Chart
+    lex: int
+    pending: bool
+
+
+class Grammar(Constraint):
+    """A context-free grammar as a constraint (see the module docstring).
+
+    Args:
+        source: grammar text, or a :class:`~decoding.constraints.cfg.Cfg`.
+        syntax: ``"lark"`` (Lark's EBNF, parsed by the ``lark`` package) or ``"gbnf"`` (llama.cpp).
+        start: the start rule (default ``start`` for Lark, ``root`` for GBNF).
+
+    Raises:
+        GrammarError: a syntax error (with line and column), an undefined rule, an unknown start rule, an empty
+            language, or an unsupported construct; all before any model work.
+    """
+
+    def __init__(self, source: str | Cfg, syntax: str = "lark", start: str | None = None):
+        if isinstance(source, Cfg):
+            self.cfg = source
+        elif not isinstance(source, str):
+            raise TypeError(f"source: {type(source).__name__}, expected grammar text (str) or a Cfg")
+        elif syntax == "lark":
+            from decoding.constraints.lark_grammar import lark_to_cfg
+            self.cfg = lark_to_cfg(source, start or "start")
+        elif syntax == "gbnf":
+            from decoding.constraints.gbnf import gbnf_to_cfg
+            self.cfg = gbnf_to_cfg(source, start or "root")
+        else:
+            raise ValueError(f"syntax: {syntax!r}; use one of {', '.join(map(repr, _SYNTAXES))}")
+        self.parser = ByteParser(self.cfg)
+        self._bound: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, start: str | None = None) -> Grammar:
+        """A grammar file: ``.gbnf`` is GBNF, anything else Lark."""
+        path = os.fspath(path)
+        with open(path, encoding="utf-8") as f:
+            source = f.read()
+        return cls(source, syntax="gbnf" if path.endswith(".gbnf") else "lark", start=start)
+
+    def matches(self, text: str | bytes) -> bool:
+        """Whether the whole of ``text`` is in the language (``str`` is UTF-8 encoded)."""
+        data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+        state = self.parser.step(self.parser.start(), data)
+        return state is not None and self.parser.accepts(state)
+
+    def bind(self, vocabulary, device: str | torch.device = "cpu") -> TokenGrammar:
+        """The token-level view over ``vocabulary``; cached per vocabulary object and device."""
+        device = torch.device(device)
+        per_vocabulary = self._bound.setdefault(vocabulary, {})
+        if device not in per_vocabulary:
+            per_vocabulary[device] = TokenGrammar(self.parser, vocabulary, device)
+        return per_vocabulary[device]
+
+    def __repr__(self) -> str:
+        cfg = self.cfg
+        return (f"{type(self).__name__}({len(cfg.rules)} rules, {len(cfg.terminals)} terminals, "
+                f"start={cfg.nonterminals[cfg.start]!r})")
+
+
+class ByteParser:
+    """The lexer and the Earley tables of one grammar, stepping :class:`GrammarState` values over bytes."""
+
+    def __init__(self, cfg: Cfg):
+        self.cfg = cfg
+        self.tables = EarleyTables(cfg)
+        self.lexer = Lexer(cfg.terminals)
+        self.ignore = frozenset(cfg.ignore)
+
+    def start(self) -> GrammarState:
+        chart = Chart.start(self.tables)
+        return GrammarState(chart, self.lexeme_start(chart), False)
+
+    def lexeme_start(self, chart: Chart) -> int:
+        """The lexer state of an empty lexeme after ``chart`` (memoised on the chart's last set)."""
+        last = chart.last
+        if last.lexer_start is None:
+            last.lexer_start = self.lexer.start(last.allowed | self.ignore)
+        return last.lexer_start
+
+    def end_lexeme(self, chart: Chart, lex: int) -> Chart | None:
+        """The chart after the lexeme in lexer state ``lex`` ends, or None when it cannot end there."""
+        accepted = self.lexer.accepts[lex]
+        allowed = chart.allowed
+        real = [t for t in accepted if t in allowed]
+        if real:
+            return chart.scan(real)
+        return chart if any(t in self.ignore for t in accepted) else None
+
+    def step(self, state: GrammarState, data: bytes) -> GrammarState | None:
+        """The state after ``data``, or None once no continuation is possible."""
+        chart, lex, pending = state
+        lexer = self.lexer
+        for b in data:
+            nxt = lexer.step(lex, b)
+            if nxt < 0:
+                if not pending:
+                    return None
+                chart = self.end_lexeme(chart, lex)
+                if chart is None:
+                    return None
+                nxt = lexer.step(self.lexeme_start(chart), b)
+                if nxt < 0:
+                    return None
+            lex, pending = nxt, True
+        return GrammarState(chart, lex, pending)
+
+    def accepts(self, state: GrammarState) -> bool:
+        """Whether the text so far is a sentence (the pending lexeme, if any, ended)."""
+        if not state.pending:
+            return state.chart.accepts
+        chart = self.end_lexeme(state.chart, state.lex)
+        return chart is not None and chart.accepts
+
+
+class TokenGrammar(TokenConstraint):
+    """A grammar over a vocabulary's token ids; states are :class:`GrammarState` values, ``DEAD`` is ``-1``.
+
+    ``mask`` is memoised per state (the last 256); do not modify the returned tensors in place.
+    """
+
+    def __init__(self, parser: ByteParser, vocabulary, device: str | torch.device = "cpu"):
+        self.parser = parser
+        self.vocabulary = vocabulary
+        self.device = torch.device(device)
+        self._index = index = vocabulary_index(vocabulary)
+        trie = index.trie
+        self._root_children = np.flatnonzero(trie.depth == 1).astype(np.int64)
+        self._records = [np.empty(trie.n_nodes + 1, dtype=np.int64), np.empty(trie.n_nodes + 1, dtype=np.int32),
+                         np.empty(trie.n_nodes + 1, dtype=bool)]
+        self._stack = np.empty(trie.max_depth + 1, dtype=np.int32)
+        self._eos = np.asarray(vocabulary.eos_token_ids, dtype=np.int64)
+        self._inner: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._masks: OrderedDict = OrderedDict()
+
+    def start(self) -> GrammarState:
+        return self.parser.start()
+
+    def advance(self, state, token_id: int):
+        """The state after ``token_id``, or ``DEAD``: dead state, special token, or no parse possible."""
+        index = self._index
+        if self.is_dead(state) or not 0 <= token_id < len(index.special) or index.special[token_id]:
+            return DEAD
+        nxt = self.parser.step(state, self.vocabulary.token_bytes[token_id])
+        return DEAD if nxt is None else nxt
+
+    def is_accepting(self, state) -> bool:
+        return not self.is_dead(state) and self.parser.accepts(state)
+
+    def can_finish(self, state) -> bool:
+        """Whether the state is alive (see the module docstring for the one limit)."""
+        return not self.is_dead(state)
+
+    def mask_batch(self, states) -> torch.Tensor:
+        """[B, V]: one mask per distinct state, gathered by row."""
+        distinct: dict = {}
+        rows = [distinct.setdefault(s, len(distinct)) for s in states]
+        table = torch.stack([self.mask(s) for s in distinct])
+        return table[torch.as_tensor(rows, device=table.device)]
+
+    def mask(self, state) -> torch.Tensor:
+        """bool ``[V]``: the tokens ``advance`` keeps alive, and EOS ids iff ``state`` accepts."""
+        if self.is_dead(state):
+            return torch.zeros(self.vocabulary.size, dtype=torch.bool, device=self.device)
+        cached = self._masks.get(state)
+        if cached is not None:
+            self._masks.move_to_end(state)
+            return cached
+        packed, nodes, lex_states = self._inner_walk(state.lex)
+        out = np.unpackbits(packed, count=self.vocabulary.size).view(bool)
+        if len(nodes):
+            self._resolve(state.chart, nodes, lex_states, out)
+        out[self._eos] = self.parser.accepts(state)
+        mask = torch.from_numpy(out).to(self.device)
+        self._masks[state] = mask
+        if len(self._masks) > 256:
+            self._masks.popitem(last=False)
+        return mask
+
+    def _inner_walk(self, lex: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The tokens that stay inside the lexeme from lexer state ``lex`` (packed bits), and the boundaries."""
+        cached = self._inner.get(lex)
+        if cached is None:
+            out = np.zeros(self.vocabulary.size, dtype=bool)
+            starts = self._root_children
+            nodes, lex_states = self._walk(starts, np.full(len(starts), lex, dtype=np.int32), out)
+            cached = self._inner[lex] = (np.packbits(out), nodes, lex_states)
+        return cached
+
+    def _resolve(self, chart: Chart, nodes: np.ndarray, lex_states: np.ndarray, out: np.ndarray) -> None:
+        """Mark the tokens of the subtrees at ``nodes`` that the parser takes after ending each lexeme there."""
+        for lex in np.unique(lex_states).tolist():
+            after = self.parser.end_lexeme(chart, lex)
+            if after is None:
+                continue
+            fresh = self.parser.lexeme_start(after)
+            if fresh < 0:
+                continue
+            starts = nodes[lex_states == lex]
+            more_nodes, more_states = self._walk(starts, np.full(len(starts), fresh, dtype=np.int32), out)
+            if len(more_nodes):
+                self._resolve(after, more_nodes, more_states, out)
+
+    def _walk(self, starts: np.ndarray, start_states: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run the kernel on the subtrees, building lexer rows where it asks; return the boundary records."""
+        trie, lexer = self._index.trie, self.parser.lexer
+        rec_node, rec_state, rec_pending = self._records
+        found_nodes, found_states = [np.empty(0, np.int64)], [np.empty(0, np.int32)]
+        while len(starts):
+            n = walk_subtrees(lexer.table, lexer.accept_any, trie.byte, trie.depth, trie.end, trie.token_offsets,
+                              trie.token_ids, starts, start_states, out, rec_node, rec_state, rec_pending,
+                              self._stack)
+            pending = rec_pending[:n].copy()
+            found_nodes.append(rec_node[:n][~pending].copy())
+            found_states.append(rec_state[:n][~pending].copy())
+            starts, start_states = rec_node[:n][pending].copy(), rec_state[:n][pending].copy()
+            lexer.build_all(start_states.tolist())
+        return np.concatenate(found_nodes), np.concatenate(found_states)

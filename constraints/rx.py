@@ -1,0 +1,569 @@
+"""Regular expressions over bytes with Brzozowski derivatives: the lazy automata behind grammars and regexes.
+
+A regular expression is an immutable, hash-consed node (:class:`Rx`): two equal expressions are the same object,
+so an expression is its own automaton state. The derivative of ``r`` by a byte ``b`` is the expression matching
+``{w : bw in L(r)}`` (J. A. Brzozowski, "Derivatives of regular expressions", JACM 1964); reading bytes is
+taking derivatives, and a state accepts when its expression matches the empty string. States are built only when
+reached (no subset or product construction up front), so nothing is exponential at compile time, and
+intersection, complement and bounded repetition cost no more than union: ``x{1,10000}`` is one node with a
+counter, ``pattern & .{2,8}`` a pair of states. The smart constructors keep expressions in a normal form
+(associative, commutative, idempotent unions and intersections, ``∅`` and ``ε`` folded) so that every expression
+has finitely many distinct derivatives (Owens, Reppy & Turon, "Regular-expression derivatives re-examined",
+JFP 2009, whose byte classes this module also uses).
+
+Expressions are over bytes; Unicode enters through :func:`char_class`, which writes a set of code points as the
+alternation of their UTF-8 byte sequences (surrogates excluded), so every expression built from characters
+accepts valid UTF-8 only. :func:`neg` complements over *all* byte strings: intersect it with a character-built
+expression (``difference`` does) to stay within text.
+
+Example:
+    >>> key = difference(from_regex(r"[a-z]+"), literals(["id", "name"]))
+    >>> matches(key, b"ids"), matches(key, b"id"), is_empty(inter(key, literal("name")))
+    (True, False, True)
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections import deque
+from collections.abc import Iterable
+
+import numpy as np
+
+from decoding.constraints.re_parser import constants as _sre_constants
+from decoding.constraints.re_parser import parser as _sre_parser
+
+__all__ = [
+    "EMPTY", "EPSILON", "Rx", "alt", "any_byte", "any_char", "byte_set", "char_class", "concat", "derivative",
+    "difference", "from_regex", "inter", "is_empty", "literal", "literals", "matches", "neg", "optional", "plus",
+    "repeat", "star",
+]
+
+_EMPTY, _EPS, _BYTES, _CAT, _OR, _AND, _NOT, _REP = range(8)
+_ALL_BYTES = (1 << 256) - 1
+MAX_REPEAT = 100_000  # a larger finite bound is refused; use hi=None for unbounded
+
+
+class Rx:
+    """One hash-consed regular expression over bytes; build it with the module's functions, never directly.
+
+    Attributes:
+        kind: the constructor (internal).
+        args: its arguments (internal).
+        nullable: the expression matches the empty string.
+        id: creation order (unions and intersections sort their members by it).
+    """
+
+    __slots__ = ("kind", "args", "nullable", "id", "_classes", "_row", "_live", "_has_boolean", "__weakref__")
+
+    def __repr__(self) -> str:
+        return f"Rx({_show(self)})"
+
+    def __lt__(self, other: Rx) -> bool:
+        return self.id < other.id
+
+    def row(self) -> list[Rx]:
+        """The derivative by each of the 256 bytes (memoised)."""
+        if self._row is None:
+            labels, reps = self.classes()
+            by_class = [_derive(self, int(b)) for b in reps]
+            self._row = [by_class[c] for c in labels.tolist()]
+        return self._row
+
+    def classes(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(labels, representatives)``: bytes with equal labels have equal derivatives; memoised."""
+        if self._classes is None:
+            self._classes = _classes(self)
+        return self._classes
+
+
+_TABLE: dict[tuple, Rx] = {}
+
+
+def _make(kind: int, args: tuple, nullable: bool) -> Rx:
+    key = (kind, args)
+    node = _TABLE.get(key)
+    if node is None:
+        node = Rx()
+        node.kind, node.args, node.nullable, node.id = kind, args, nullable, len(_TABLE)
+        node._classes = node._row = node._live = None
+        node._has_boolean = kind in (_AND, _NOT) or any(
+            isinstance(a, Rx) and a._has_boolean for a in (args[0] if kind in (_OR, _AND) else args))
+        _TABLE[key] = node
+    return node
+
+
+EMPTY = _make(_EMPTY, (), False)
+EPSILON = _make(_EPS, (), True)
+
+
+# --- constructors -----------------------------------------------------------------------------------------------
+
+
+def byte_set(bytes_: Iterable[int] | int) -> Rx:
+    """One byte from a set (an iterable of byte values, or a 256-bit mask)."""
+    mask = bytes_ if isinstance(bytes_, int) else sum(1 << b for b in set(bytes_))
+    return EMPTY if mask == 0 else _make(_BYTES, (mask,), False)
+
+
+def any_byte() -> Rx:
+    return byte_set(_ALL_BYTES)
+
+
+def literal(text: str | bytes) -> Rx:
+    """Exactly ``text`` (a ``str`` is UTF-8 encoded)."""
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+    return concat(*(byte_set(1 << b) for b in data))
+
+
+def concat(*parts: Rx) -> Rx:
+    """The concatenation, right-associated."""
+    out = EPSILON
+    for part in reversed(parts):
+        out = _cat(part, out)
+    return out
+
+
+def _cat(a: Rx, b: Rx) -> Rx:
+    if a is EMPTY or b is EMPTY:
+        return EMPTY
+    if a is EPSILON:
+        return b
+    if b is EPSILON:
+        return a
+    if a.kind == _CAT:
+        return _cat(a.args[0], _cat(a.args[1], b))
+    return _make(_CAT, (a, b), a.nullable and b.nullable)
+
+
+def alt(*parts: Rx) -> Rx:
+    """The union; byte sets among the members merge into one."""
+    members: set[Rx] = set()
+    mask = 0
+    for part in parts:
+        for p in (part.args[0] if part.kind == _OR else (part,)):
+            if p.kind == _BYTES:
+                mask |= p.args[0]
+            elif p is not EMPTY:
+                members.add(p)
+    if mask:
+        members.add(byte_set(mask))
+    everything = neg(EMPTY)
+    if everything in members:
+        return everything
+    if not members:
+        return EMPTY
+    if len(members) == 1:
+        return members.pop()
+    ordered = tuple(sorted(members))
+    return _make(_OR, (ordered,), any(p.nullable for p in ordered))
+
+
+def inter(*parts: Rx) -> Rx:
+    """The intersection."""
+    members: set[Rx] = set()
+    everything = neg(EMPTY)
+    for part in parts:
+        for p in (part.args[0] if part.kind == _AND else (part,)):
+            if p is EMPTY:
+                return EMPTY
+            if p is not everything:
+                members.add(p)
+    if not members:
+        return everything
+    if len(members) == 1:
+        return members.pop()
+    if all(p.kind == _BYTES for p in members):
+        mask = _ALL_BYTES
+        for p in members:
+            mask &= p.args[0]
+        return byte_set(mask)
+    if EPSILON in members:
+        return EPSILON if all(p.nullable for p in members) else EMPTY
+    ordered = tuple(sorted(members))
+    return _make(_AND, (ordered,), all(p.nullable for p in ordered))
+
+
+def neg(a: Rx) -> Rx:
+    """The complement over all byte strings (see the module docstring)."""
+    if a.kind == _NOT:
+        return a.args[0]
+    return _make(_NOT, (a,), not a.nullable)
+
+
+def difference(a: Rx, b: Rx) -> Rx:
+    """The strings of ``a`` that are not in ``b``."""
+    return inter(a, neg(b))
+
+
+def repeat(a: Rx, lo: int, hi: int | None = None) -> Rx:
+    """``a{lo,hi}`` (``hi=None``: unbounded). Counters stay in the node: no copies of ``a``.
+
+    Raises:
+        ValueError: negative or inverted bounds, or a finite bound above 100,000.
+    """
+    if lo < 0 or (hi is not None and hi < lo):
+        raise ValueError(f"repeat: bounds {{{lo},{hi}}} are not 0 <= lo <= hi")
+    if hi is not None and hi > MAX_REPEAT or lo > MAX_REPEAT:
+        raise ValueError(f"repeat: a bound above {MAX_REPEAT:,} ({lo}, {hi}); use an unbounded repeat")
+    if a.nullable:
+        lo = 0  # (ε|x){lo,hi} = x{0,hi}
+    if hi == 0 or a is EPSILON:
+        return EPSILON
+    if a is EMPTY:
+        return EPSILON if lo == 0 else EMPTY
+    if lo == 1 and hi == 1:
+        return a
+    return _make(_REP, (a, lo, hi), lo == 0)
+
+
+def optional(a: Rx) -> Rx:
+    return alt(a, EPSILON)
+
+
+def star(a: Rx) -> Rx:
+    return repeat(a, 0, None)
+
+
+def plus(a: Rx) -> Rx:
+    return repeat(a, 1, None)
+
+
+# --- Unicode ----------------------------------------------------------------------------------------------------
+
+_UTF8_BOUNDS = ((0, 0x7F), (0x80, 0x7FF), (0x800, 0xFFFF), (0x10000, 0x10FFFF))
+
+
+def _utf8_sequences(lo: int, hi: int) -> list[list[tuple[int, int]]]:
+    """The code points ``lo..hi`` (one encoded length) as sequences of byte ranges, each a full product."""
+    a, b = chr(lo).encode("utf-8", "surrogatepass"), chr(hi).encode("utf-8", "surrogatepass")
+    n = len(a)
+    for i in range(1, n):  # split where a trailing part is not full (80..BF)
+        tail = (1 << (6 * (n - i))) - 1  # mask of the code point bits below byte i
+        if lo & ~tail != hi & ~tail:
+            if lo & tail != 0:
+                return _utf8_sequences(lo, lo | tail) + _utf8_sequences((lo | tail) + 1, hi)
+            if hi & tail != tail:
+                return _utf8_sequences(lo, (hi & ~tail) - 1) + _utf8_sequences(hi & ~tail, hi)
+    return [[(a[i], b[i]) for i in range(n)]]
+
+
+def char_class(ranges: Iterable[tuple[int, int]], negate: bool = False) -> Rx:
+    """One character from Unicode scalar ranges ``[(lo, hi), ...]`` (inclusive), or from their complement.
+
+    Surrogates (U+D800..U+DFFF) are never matched; the result matches the UTF-8 encoding of one character.
+    """
+    spans = _normalise_ranges(ranges)
+    if negate:
+        spans = _complement_ranges(spans)
+    spans = _intersect_ranges(spans, _complement_ranges([(0xD800, 0xDFFF)]))  # never a surrogate
+    options = []
+    for lo, hi in spans:
+        for blo, bhi in _UTF8_BOUNDS:
+            s, e = max(lo, blo), min(hi, bhi)
+            if s <= e:
+                for seq in _utf8_sequences(s, e):
+                    options.append(concat(*(byte_set(((1 << (y + 1)) - 1) ^ ((1 << x) - 1)) for x, y in seq)))
+    return alt(*options)
+
+
+def any_char(newline: bool = True) -> Rx:
+    """Any one Unicode character (``newline=False``: any but ``\\n``, as ``.`` without DOTALL)."""
+    return char_class([(0x0A, 0x0A)], negate=True) if not newline else char_class([(0, 0x10FFFF)])
+
+
+def _normalise_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[list[int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return [(lo, hi) for lo, hi in out]
+
+
+def _complement_ranges(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``spans`` complemented within 0..0x10FFFF."""
+    out, prev = [], 0
+    for lo, hi in _normalise_ranges(spans):
+        if lo > prev:
+            out.append((prev, lo - 1))
+        prev = hi + 1
+    if prev <= 0x10FFFF:
+        out.append((prev, 0x10FFFF))
+    return out
+
+
+def _intersect_ranges(a: list, b: list) -> list:
+    return [(max(x, u), min(y, v)) for x, y in a for u, v in b if max(x, u) <= min(y, v)]
+
+
+def literals(texts: Iterable[str | bytes]) -> Rx:
+    """The union of literal strings, factored as a trie (shared prefixes are one path)."""
+    trie: dict = {}
+    for text in texts:
+        node = trie
+        for b in text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text):
+            node = node.setdefault(b, {})
+        node[None] = True
+
+    def build(node: dict) -> Rx:
+        options = [concat(byte_set(1 << b), build(child)) for b, child in node.items() if b is not None]
+        return alt(*options, *([EPSILON] if None in node else []))
+
+    return build(trie)
+
+
+# --- derivatives, byte classes, matching --------------------------------------------------------------------------
+
+
+def _derive(r: Rx, b: int) -> Rx:
+    kind, args = r.kind, r.args
+    if kind == _BYTES:
+        return EPSILON if args[0] >> b & 1 else EMPTY
+    if kind == _CAT:
+        head, tail = args
+        out = _cat(head.row()[b], tail)
+        return alt(out, tail.row()[b]) if head.nullable else out
+    if kind == _OR:
+        return alt(*(p.row()[b] for p in args[0]))
+    if kind == _AND:
+        return inter(*(p.row()[b] for p in args[0]))
+    if kind == _NOT:
+        return neg(args[0].row()[b])
+    if kind == _REP:
+        sub, lo, hi = args
+        return _cat(sub.row()[b], repeat(sub, max(lo - 1, 0), None if hi is None else hi - 1))
+    return EMPTY
+
+
+def derivative(r: Rx, data: bytes) -> Rx:
+    """The expression left after reading ``data``."""
+    for b in data:
+        r = r.row()[b]
+    return r
+
+
+def _refine(labels: np.ndarray, other: np.ndarray) -> np.ndarray:
+    _, out = np.unique(labels.astype(np.int64) * 256 + other, return_inverse=True)
+    return out.reshape(-1)
+
+
+_SINGLE = np.zeros(256, dtype=np.int64)
+
+
+def _classes(r: Rx) -> tuple[np.ndarray, np.ndarray]:
+    kind, args = r.kind, r.args
+    if kind == _BYTES:
+        labels = np.array([(args[0] >> b) & 1 for b in range(256)], dtype=np.int64)
+    elif kind == _CAT:
+        labels = args[0].classes()[0]
+        if args[0].nullable:
+            labels = _refine(labels, args[1].classes()[0])
+    elif kind in (_OR, _AND):
+        labels = _SINGLE
+        for p in args[0]:
+            labels = _refine(labels, p.classes()[0])
+    elif kind in (_NOT, _REP):
+        labels = args[0].classes()[0]
+    else:
+        labels = _SINGLE
+    _, reps, labels = np.unique(labels, return_index=True, return_inverse=True)
+    return labels.reshape(-1), reps
+
+
+def matches(r: Rx, data: bytes | str) -> bool:
+    """Whether ``r`` matches all of ``data`` (``str`` is UTF-8 encoded)."""
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogatepass")
+    return derivative(r, data).nullable
+
+
+def is_live(r: Rx, budget: int = 20_000) -> bool:
+    """Whether ``r`` matches some string. Exact for expressions without ``inter``/``neg``; with them, a breadth-first
+    search over derivatives up to ``budget`` states, then assumed live (memoised)."""
+    if r._live is None:
+        r._live = _search_live(r, budget)
+    return r._live
+
+
+def is_empty(r: Rx) -> bool:
+    """Whether ``r`` matches no string at all (see :func:`is_live`)."""
+    return not is_live(r)
+
+
+def _search_live(r: Rx, budget: int) -> bool:
+    if r is EMPTY:
+        return False
+    if not r._has_boolean or r.nullable:
+        return True
+    seen, frontier = {r}, deque([r])
+    while frontier and len(seen) < budget:
+        node = frontier.popleft()
+        if node._live is not None:
+            if node._live:
+                return True
+            continue
+        labels, reps = node.classes()
+        for b in reps:
+            nxt = node.row()[int(b)]
+            if nxt.nullable or (nxt is not EMPTY and not nxt._has_boolean):
+                return True
+            if nxt not in seen and nxt is not EMPTY:
+                seen.add(nxt)
+                frontier.append(nxt)
+    if frontier:
+        return True  # budget spent: assume live
+    for node in seen:
+        node._live = False
+    return False
+
+
+# --- Python regular-expression syntax -------------------------------------------------------------------------
+
+_UNSUPPORTED_OPS = {
+    "GROUPREF": "backreferences",
+    "GROUPREF_EXISTS": "conditional groups (?(id)yes|no)",
+    "AT": "anchors (^, $, \\A, \\Z, \\b, \\B)",
+    "ATOMIC_GROUP": "atomic groups (?>...)",
+    "POSSESSIVE_REPEAT": "possessive quantifiers (*+, ++, ?+, {m,n}+)",
+}
+_DIGIT = [(0x30, 0x39)]
+_WORD = [(0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)]
+_SPACE = [(0x09, 0x0D), (0x20, 0x20)]
+_CATEGORIES = {
+    "CATEGORY_DIGIT": (_DIGIT, False), "CATEGORY_NOT_DIGIT": (_DIGIT, True),
+    "CATEGORY_WORD": (_WORD, False), "CATEGORY_NOT_WORD": (_WORD, True),
+    "CATEGORY_SPACE": (_SPACE, False), "CATEGORY_NOT_SPACE": (_SPACE, True),
+}
+
+
+def from_regex(pattern: str, flags: str = "") -> Rx:
+    """A Python regular expression (full-match semantics, ``\\d \\w \\s`` ASCII) as an expression.
+
+    Args:
+        pattern: Python ``re`` syntax; look-around, backreferences, anchors and atomic groups are refused.
+        flags: any of ``i`` (ASCII case-insensitive), ``s`` (``.`` matches ``\\n``), ``x`` (verbose), ``m``
+            (no effect: anchors are refused anyway), ``u``.
+
+    Raises:
+        ValueError: invalid syntax (with the position), an unsupported feature (named), or an unknown flag.
+    """
+    if not isinstance(pattern, str):
+        raise ValueError(f"pattern: {type(pattern).__name__}, expected str")
+    unknown = set(flags) - set("isxmu")
+    if unknown:
+        raise ValueError(f"flags: unsupported {''.join(sorted(unknown))!r}; use a subset of 'isxmu'")
+    re_flags = re.ASCII | (re.VERBOSE if "x" in flags else 0) | (re.DOTALL if "s" in flags else 0)
+    try:
+        parsed = _sre_parser.parse(pattern, re_flags)
+    except re.error as error:
+        raise ValueError(f"invalid regular expression {pattern!r} at position {error.pos}: {error.msg}") from None
+    extra = parsed.state.flags & ~(re.UNICODE | re.ASCII | re.VERBOSE | re.DOTALL | re.IGNORECASE | re.MULTILINE)
+    if extra:
+        raise ValueError(f"unsupported in {pattern!r}: inline flags other than (?i), (?s), (?x), (?m)")
+    flag_state = parsed.state.flags
+    reader = _RegexReader(pattern, ignore_case="i" in flags or bool(flag_state & re.IGNORECASE),
+                          dotall=bool(re_flags & re.DOTALL or flag_state & re.DOTALL))
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 20_000))
+    try:
+        return reader.seq(parsed)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+class _RegexReader:
+    def __init__(self, pattern: str, ignore_case: bool, dotall: bool):
+        self.pattern, self.ignore_case, self.dotall = pattern, ignore_case, dotall
+
+    def fail(self, what: str) -> None:
+        raise ValueError(f"unsupported in {self.pattern!r}: {what}")
+
+    def seq(self, items) -> Rx:
+        return concat(*(self.item(str(op), av) for op, av in items))
+
+    def chars(self, ranges: list[tuple[int, int]], negate: bool = False) -> Rx:
+        if self.ignore_case:
+            ranges = ranges + _swap_case(ranges)
+        return char_class(ranges, negate)
+
+    def item(self, name: str, av) -> Rx:
+        if name == "LITERAL":
+            return self.chars([(av, av)])
+        if name == "NOT_LITERAL":
+            return self.chars([(av, av)], negate=True)
+        if name == "ANY":
+            return any_char(newline=self.dotall)
+        if name == "IN":
+            return self.in_class(av)
+        if name == "BRANCH":
+            return alt(*(self.seq(branch) for branch in av[1]))
+        if name == "SUBPATTERN":
+            _, add_flags, del_flags, sub = av
+            if add_flags or del_flags:
+                self.fail("scoped inline flags (?i:...)")
+            return self.seq(sub)
+        if name in ("MAX_REPEAT", "MIN_REPEAT"):  # laziness does not change the language of a full match
+            lo, hi, sub = av
+            return repeat(self.seq(sub), lo, None if hi == _sre_constants.MAXREPEAT else hi)
+        if name in ("ASSERT", "ASSERT_NOT"):
+            kind = "look-ahead" if av[0] == 1 else "look-behind"
+            self.fail(f"{'negative ' if name == 'ASSERT_NOT' else ''}{kind} assertions")
+        self.fail(_UNSUPPORTED_OPS.get(name, name))
+
+    def in_class(self, items) -> Rx:
+        negate, ranges, parts = False, [], []
+        for op, av in items:
+            name = str(op)
+            if name == "NEGATE":
+                negate = True
+            elif name == "LITERAL":
+                ranges.append((av, av))
+            elif name == "RANGE":
+                ranges.append((av[0], av[1]))
+            elif name == "CATEGORY":
+                spans, negated = _CATEGORIES[str(av)]
+                ranges.extend(_complement_ranges(spans) if negated else spans)
+            else:
+                self.fail(f"class item {name}")
+        return self.chars(ranges, negate)
+
+
+def _swap_case(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The other ASCII case of the letters in ``ranges``."""
+    out = []
+    for lo, hi in ranges:
+        for a, z, shift in ((0x41, 0x5A, 32), (0x61, 0x7A, -32)):
+            s, e = max(lo, a), min(hi, z)
+            if s <= e:
+                out.append((s + shift, e + shift))
+    return out
+
+
+# --- display ----------------------------------------------------------------------------------------------------
+
+
+def _show(r: Rx, depth: int = 0) -> str:
+    if depth > 6:
+        return "…"
+    kind, args = r.kind, r.args
+    if kind == _EMPTY:
+        return "∅"
+    if kind == _EPS:
+        return "ε"
+    if kind == _BYTES:
+        members = [b for b in range(256) if args[0] >> b & 1]
+        if len(members) == 1:
+            return repr(bytes(members))[2:-1]
+        return f"[{len(members)} bytes]"
+    if kind == _CAT:
+        return _show(args[0], depth + 1) + _show(args[1], depth + 1)
+    if kind in (_OR, _AND):
+        sep = "|" if kind == _OR else "&"
+        return "(" + sep.join(_show(p, depth + 1) for p in args[0]) + ")"
+    if kind == _NOT:
+        return f"¬({_show(args[0], depth + 1)})"
+    sub, lo, hi = args
+    return f"({_show(sub, depth + 1)}){{{lo},{'' if hi is None else hi}}}"

@@ -1,0 +1,86 @@
+"""Numba kernel: walk subtrees of the vocabulary byte trie with a lazily built lexer, stopping at lexeme ends.
+
+Grammar masks (:mod:`~decoding.constraints.grammar`) split a token's bytes into the part that stays inside the
+current lexeme and the part after it. Inside a lexeme only the lexer matters, so the walk is the regex walk of
+:mod:`kernels.automata` over the trie in preorder with one lexer state per depth. Where a byte cannot extend the
+lexeme but the lexeme so far matches a terminal, greedy lexing ends it there: the walk records the child node and
+the lexer state (a *boundary*) and skips the subtree, whose tokens the parser must judge. Where a lexer row is not
+built yet the walk records the node as *pending* and skips it too; the caller builds the rows and walks those
+subtrees again. A token whose bytes all stay inside the lexeme is allowed.
+
+Shapes: ``table`` int32 ``[S, 256]`` (-1 dead, -2 unbuilt); ``accept_any`` bool ``[S]``; trie arrays as in
+:class:`kernels.automata.Trie`; ``starts`` int64 node ids and ``start_states`` int32 lexer states (the state
+*before* the node's byte); records are written to ``rec_node``/``rec_state``/``rec_pending``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = ["walk_subtrees", "walk_subtrees_reference"]
+
+_UNBUILT = -2
+
+
+@njit(cache=True, nogil=True)
+def walk_subtrees(table, accept_any, byte, depth, end, token_offsets, token_ids, starts, start_states, out,
+                  rec_node, rec_state, rec_pending, stack):
+    """Mark in ``out`` the tokens of the given subtrees that end inside the lexeme; return the record count.
+
+    Returns -1 when the record buffers are too small (the caller retries with bigger ones).
+    """
+    n_rec = 0
+    capacity = rec_node.shape[0]
+    for k in range(starts.shape[0]):
+        first = starts[k]
+        stop = end[first]
+        stack[depth[first] - 1] = start_states[k]
+        i = first
+        while i < stop:
+            d = depth[i]
+            s = stack[d - 1]
+            t = table[s, byte[i]]
+            if t == _UNBUILT or (t < 0 and accept_any[s]):
+                if n_rec == capacity:
+                    return -1
+                rec_node[n_rec] = i
+                rec_state[n_rec] = s
+                rec_pending[n_rec] = t == _UNBUILT
+                n_rec += 1
+                i = end[i]
+                continue
+            if t < 0:
+                i = end[i]
+                continue
+            stack[d] = t
+            for j in range(token_offsets[i], token_offsets[i + 1]):
+                out[token_ids[j]] = True
+            i += 1
+    return n_rec
+
+
+def walk_subtrees_reference(table, accept_any, trie_strings: dict[bytes, list[int]], node_strings: list[bytes],
+                            starts, start_states, n_tokens: int):
+    """Slow reference of :func:`walk_subtrees` on a fully built table: ``(out, records)`` with records as
+    ``(node string, lexer state)``; ``node_strings[i]`` is node ``i``'s string."""
+    out = np.zeros(n_tokens, dtype=bool)
+    records = []
+    for first, s0 in zip(starts, start_states):
+        prefix = node_strings[first]
+        base = len(prefix) - 1
+        for string, tokens in trie_strings.items():
+            if not string.startswith(prefix):
+                continue
+            s = s0
+            for j, b in enumerate(string[base:]):
+                t = int(table[s, b])
+                if t < 0:
+                    if accept_any[s]:
+                        records.append((string[:base + j + 1], s))
+                    break
+                s = t
+            else:
+                for token in tokens:
+                    out[token] = True
+    return out, sorted(set(records))
