@@ -51,7 +51,7 @@ from decoding.constraints.cfg import Cfg, GrammarError
 from decoding.constraints.earley import Chart, EarleyTables
 from decoding.constraints.lexer import Lexer
 from decoding.constraints.regex import vocabulary_index
-from decoding.kernels.trie_lexing import walk_subtrees
+from decoding.constraints.trie_walk import TrieWalker
 
 __all__ = ["Grammar", "GrammarError", "GrammarState", "TokenGrammar"]
 
@@ -149,9 +149,8 @@ class ByteParser:
             last.lexer_start = self.lexer.start(last.allowed | self.ignore)
         return last.lexer_start
 
-    def end_lexeme(self, chart: Chart, lex: int) -> Chart | None:
-        """The chart after the lexeme in lexer state ``lex`` ends, or None when it cannot end there."""
-        accepted = self.lexer.accepts[lex]
+    def end_lexeme(self, chart: Chart, accepted: tuple[int, ...]) -> Chart | None:
+        """The chart after a lexeme matched by the terminals ``accepted`` ends, or None when none of them may."""
         allowed = chart.allowed
         real = [t for t in accepted if t in allowed]
         if real:
@@ -167,7 +166,7 @@ class ByteParser:
             if nxt < 0:
                 if not pending:
                     return None
-                chart = self.end_lexeme(chart, lex)
+                chart = self.end_lexeme(chart, lexer.accepts[lex])
                 if chart is None:
                     return None
                 nxt = lexer.step(self.lexeme_start(chart), b)
@@ -180,14 +179,18 @@ class ByteParser:
         """Whether the text so far is a sentence (the pending lexeme, if any, ended)."""
         if not state.pending:
             return state.chart.accepts
-        chart = self.end_lexeme(state.chart, state.lex)
+        chart = self.end_lexeme(state.chart, self.lexer.accepts[state.lex])
         return chart is not None and chart.accepts
 
 
 class TokenGrammar(TokenConstraint):
     """A grammar over a vocabulary's token ids; states are :class:`GrammarState` values, ``DEAD`` is ``-1``.
 
-    ``mask`` is memoised per state (the last 256); do not modify the returned tensors in place.
+    Masks are memoised at three depths: per state (the last 256 masks), per lexer state (the tokens that stay in
+    the current lexeme, and where the others cross a boundary), and per *lexing path* past boundaries: the key
+    ``(lex, end state, next start state, ...)`` fixes which subtrees are walked from which lexer state, so a
+    walk past a boundary is done once per path and reused by every chart that takes it. What is left per mask
+    is the parser's part: one memoised scan per boundary. Do not modify the returned tensors in place.
     """
 
     def __init__(self, parser: ByteParser, vocabulary, device: str | torch.device = "cpu"):
@@ -195,13 +198,10 @@ class TokenGrammar(TokenConstraint):
         self.vocabulary = vocabulary
         self.device = torch.device(device)
         self._index = index = vocabulary_index(vocabulary)
-        trie = index.trie
-        self._root_children = np.flatnonzero(trie.depth == 1).astype(np.int64)
-        self._records = [np.empty(trie.n_nodes + 1, dtype=np.int64), np.empty(trie.n_nodes + 1, dtype=np.int32),
-                         np.empty(trie.n_nodes + 1, dtype=bool)]
-        self._stack = np.empty(trie.max_depth + 1, dtype=np.int32)
+        self._walker = TrieWalker(index.trie, parser.lexer, vocabulary.size)
         self._eos = np.asarray(vocabulary.eos_token_ids, dtype=np.int64)
-        self._inner: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._inner: dict[int, tuple[np.ndarray, dict[int, np.ndarray]]] = {}
+        self._paths: dict[tuple, tuple[np.ndarray, dict[int, np.ndarray]]] = {}
         self._masks: OrderedDict = OrderedDict()
 
     def start(self) -> GrammarState:
@@ -237,10 +237,9 @@ class TokenGrammar(TokenConstraint):
         if cached is not None:
             self._masks.move_to_end(state)
             return cached
-        packed, nodes, lex_states = self._inner_walk(state.lex)
-        out = np.unpackbits(packed, count=self.vocabulary.size).view(bool)
-        if len(nodes):
-            self._resolve(state.chart, nodes, lex_states, out)
+        inside, boundaries = self._inner_walk(state.lex)
+        out = inside.copy()
+        self._cross(state.chart, (state.lex,), boundaries, out)
         out[self._eos] = self.parser.accepts(state)
         mask = torch.from_numpy(out).to(self.device)
         self._masks[state] = mask
@@ -248,42 +247,38 @@ class TokenGrammar(TokenConstraint):
             self._masks.popitem(last=False)
         return mask
 
-    def _inner_walk(self, lex: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The tokens that stay inside the lexeme from lexer state ``lex`` (packed bits), and the boundaries."""
+    def _inner_walk(self, lex: int) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """bool ``[V]``: the tokens that stay inside the lexeme from lexer state ``lex``; and the boundaries."""
         cached = self._inner.get(lex)
         if cached is None:
-            out = np.zeros(self.vocabulary.size, dtype=bool)
-            starts = self._root_children
-            nodes, lex_states = self._walk(starts, np.full(len(starts), lex, dtype=np.int32), out)
-            cached = self._inner[lex] = (np.packbits(out), nodes, lex_states)
+            tokens, boundaries = self._walker.from_root(lex)
+            inside = np.zeros(self.vocabulary.size, dtype=bool)
+            inside[tokens] = True
+            cached = self._inner[lex] = (inside, self._by_terminals(boundaries))
         return cached
 
-    def _resolve(self, chart: Chart, nodes: np.ndarray, lex_states: np.ndarray, out: np.ndarray) -> None:
-        """Mark the tokens of the subtrees at ``nodes`` that the parser takes after ending each lexeme there."""
-        for lex in np.unique(lex_states).tolist():
-            after = self.parser.end_lexeme(chart, lex)
+    def _by_terminals(self, boundaries: dict[int, np.ndarray]) -> dict[tuple, np.ndarray]:
+        """Boundaries keyed by the terminals the lexeme matches there: the parser sees nothing else of them."""
+        grouped: dict[tuple, list[np.ndarray]] = {}
+        for end, nodes in boundaries.items():
+            grouped.setdefault(self.parser.lexer.accepts[end], []).append(nodes)
+        return {terminals: np.concatenate(parts) for terminals, parts in grouped.items()}
+
+    def _cross(self, chart: Chart, path: tuple, boundaries: dict[tuple, np.ndarray], out: np.ndarray) -> None:
+        """Mark the tokens past each boundary that the parser takes after ending the lexeme there."""
+        for terminals, nodes in boundaries.items():
+            after = self.parser.end_lexeme(chart, terminals)
             if after is None:
                 continue
             fresh = self.parser.lexeme_start(after)
             if fresh < 0:
                 continue
-            starts = nodes[lex_states == lex]
-            more_nodes, more_states = self._walk(starts, np.full(len(starts), fresh, dtype=np.int32), out)
-            if len(more_nodes):
-                self._resolve(after, more_nodes, more_states, out)
-
-    def _walk(self, starts: np.ndarray, start_states: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Run the kernel on the subtrees, building lexer rows where it asks; return the boundary records."""
-        trie, lexer = self._index.trie, self.parser.lexer
-        rec_node, rec_state, rec_pending = self._records
-        found_nodes, found_states = [np.empty(0, np.int64)], [np.empty(0, np.int32)]
-        while len(starts):
-            n = walk_subtrees(lexer.table, lexer.accept_any, trie.byte, trie.depth, trie.end, trie.token_offsets,
-                              trie.token_ids, starts, start_states, out, rec_node, rec_state, rec_pending,
-                              self._stack)
-            pending = rec_pending[:n].copy()
-            found_nodes.append(rec_node[:n][~pending].copy())
-            found_states.append(rec_state[:n][~pending].copy())
-            starts, start_states = rec_node[:n][pending].copy(), rec_state[:n][pending].copy()
-            lexer.build_all(start_states.tolist())
-        return np.concatenate(found_nodes), np.concatenate(found_states)
+            key = path + (terminals, fresh)
+            walked = self._paths.get(key)
+            if walked is None:
+                tokens, more = self._walker.walk(nodes, fresh)
+                walked = self._paths[key] = (tokens, self._by_terminals(more))
+            tokens, more = walked
+            out[tokens] = True
+            if more:
+                self._cross(after, key, more, out)

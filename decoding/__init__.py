@@ -11,7 +11,7 @@ Example:
 """
 
 from decoding import hf
-from decoding.constraints import Constraint, JsonSchema, Predicate, Regex, TokenConstraint
+from decoding.constraints import Constraint, Grammar, JsonSchema, Predicate, Regex, TokenConstraint
 from decoding.decode import Ancestral, DecodeTask, Decoder, End, Generation, Rows, SequenceSampler, Stats
 from decoding.dsir import Selection, select
 from decoding.generate import GenerationOutput, generate
@@ -35,7 +35,7 @@ __version__ = "0.2.0"
 
 __all__ = [
     "AWRS", "Ancestral", "Categorical", "Chain", "Constraint", "DecodeTask", "Decoder", "DynamicTree", "End", "Generation",
-    "GenerationOutput", "Greedy", "JsonSchema", "KVBatch", "LanguageModel", "Masked", "MinP", "Mirostat",
+    "GenerationOutput", "Grammar", "Greedy", "JsonSchema", "KVBatch", "LanguageModel", "Masked", "MinP", "Mirostat",
     "ModelDraft", "MultiDraft", "NGramDraft", "Predicate", "Regex", "RowStreams", "Rows", "SIR", "SIRGeneration", "SMC",
     "SMCGeneration", "Sample", "SamplerChain", "Selection", "SequenceSampler", "Speculative", "Stats", "Temperature",
     "TokenConstraint", "TokenSampler", "TopH", "TopK", "TopP", "Typical", "Usage", "Vocabulary", "alpha_star", "generate",

@@ -10,7 +10,9 @@ subtrees again. A token whose bytes all stay inside the lexeme is allowed.
 
 Shapes: ``table`` int32 ``[S, 256]`` (-1 dead, -2 unbuilt); ``accept_any`` bool ``[S]``; trie arrays as in
 :class:`kernels.automata.Trie`; ``starts`` int64 node ids and ``start_states`` int32 lexer states (the state
-*before* the node's byte); records are written to ``rec_node``/``rec_state``/``rec_pending``.
+*before* the node's byte); allowed tokens are appended to ``marked`` and records to
+``rec_node``/``rec_state``/``rec_pending``; ``counts`` receives the two lengths. The subtrees of distinct starts
+are disjoint, so ``marked`` never needs more than ``V`` entries and the records more than the trie's node count.
 """
 
 from __future__ import annotations
@@ -24,14 +26,11 @@ _UNBUILT = -2
 
 
 @njit(cache=True, nogil=True)
-def walk_subtrees(table, accept_any, byte, depth, end, token_offsets, token_ids, starts, start_states, out,
-                  rec_node, rec_state, rec_pending, stack):
-    """Mark in ``out`` the tokens of the given subtrees that end inside the lexeme; return the record count.
-
-    Returns -1 when the record buffers are too small (the caller retries with bigger ones).
-    """
+def walk_subtrees(table, accept_any, byte, depth, end, token_offsets, token_ids, starts, start_states, marked,
+                  rec_node, rec_state, rec_pending, stack, counts):
+    """List in ``marked`` the tokens of the given subtrees that end inside the lexeme, and the records."""
     n_rec = 0
-    capacity = rec_node.shape[0]
+    n_marked = 0
     for k in range(starts.shape[0]):
         first = starts[k]
         stop = end[first]
@@ -42,8 +41,6 @@ def walk_subtrees(table, accept_any, byte, depth, end, token_offsets, token_ids,
             s = stack[d - 1]
             t = table[s, byte[i]]
             if t == _UNBUILT or (t < 0 and accept_any[s]):
-                if n_rec == capacity:
-                    return -1
                 rec_node[n_rec] = i
                 rec_state[n_rec] = s
                 rec_pending[n_rec] = t == _UNBUILT
@@ -55,9 +52,11 @@ def walk_subtrees(table, accept_any, byte, depth, end, token_offsets, token_ids,
                 continue
             stack[d] = t
             for j in range(token_offsets[i], token_offsets[i + 1]):
-                out[token_ids[j]] = True
+                marked[n_marked] = token_ids[j]
+                n_marked += 1
             i += 1
-    return n_rec
+    counts[0] = n_rec
+    counts[1] = n_marked
 
 
 def walk_subtrees_reference(table, accept_any, trie_strings: dict[bytes, list[int]], node_strings: list[bytes],

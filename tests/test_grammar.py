@@ -1,0 +1,330 @@
+"""The grammar engine: regular expressions by derivatives, Earley's parser, greedy lexing, token masks.
+
+- ``rx``: membership against Python's ``re`` on random strings; intersection, complement and counted repetition
+  against their definitions; UTF-8 classes exhaustively over code points (sampled).
+- The parser: on random grammars over one-byte terminals (left and right recursion, ε-rules, ambiguity, cycles)
+  ``Grammar.matches`` equals a fixpoint CYK reference on every string of length <= 6 over the alphabet.
+- Greedy lexing, ``%ignore`` and the empty-terminal split, by examples.
+- Token level on the Llama 3 (128k) and Gemma 3 (262k) vocabularies: along real token paths, ``mask`` equals the
+  per-token walk over the whole vocabulary (every token stepped through the parser), and the kernel equals its
+  reference; states are values (re-masking an old state after other work gives the same mask).
+- Samplers: ``Masked``, ``AWRS`` and ``SMC`` generations with a recursive grammar all parse.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import re
+
+import numpy as np
+import pytest
+
+import decoding as dc
+from decoding.constraints import rx
+from decoding.constraints.cfg import GrammarBuilder, GrammarError
+from decoding.constraints.grammar import Grammar
+from decoding.kernels.automata import build_trie, trie_strings
+from decoding.kernels.trie_lexing import walk_subtrees, walk_subtrees_reference
+from decoding.vocabulary import Vocabulary
+
+# --- rx -------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pattern", [
+    r"[0-9]+", r"\d{4}-\d{2}-\d{2}", r'"([^"\\]|\\.)*"', r"[^\n]{1,5}", r"(a|b)*a(a|b){3}", "é+", r"[\u00e9-\u0fff]x",
+    ".", r"(ab|a)(bc|c)?", r"a{2,}b{0,2}", r"[^a-z\d]+", r"(?:x|é|😀){2}",
+])
+def test_rx_matches_python_re(pattern):
+    r = rx.from_regex(pattern)
+    rng = random.Random(0)
+    alphabet = ["a", "b", "c", "0", "9", "-", '"', "\\", "x", "é", "\n", "ÿ", "\u0fff", "😀", "Z"]
+    for _ in range(2000):
+        s = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 7)))
+        assert rx.matches(r, s) == bool(re.fullmatch(pattern, s, re.ASCII)), (pattern, s)
+
+
+def test_rx_boolean_operators_and_counters():
+    word, short = rx.from_regex("[a-z]+"), rx.from_regex(".{2,3}")
+    both, either, minus = rx.inter(word, short), rx.alt(word, short), rx.difference(word, rx.literals(["ab", "b"]))
+    for s in ["", "a", "ab", "abc", "abcd", "b", "1", "12", "a1", "ba"]:
+        w, h = bool(re.fullmatch("[a-z]+", s)), 2 <= len(s) <= 3
+        assert rx.matches(both, s) == (w and h), s
+        assert rx.matches(either, s) == (w or h), s
+        assert rx.matches(minus, s) == (w and s not in ("ab", "b")), s
+    assert rx.is_empty(rx.inter(rx.from_regex("a+"), rx.from_regex("b+")))
+    assert not rx.is_empty(rx.inter(rx.from_regex("(ab)*"), rx.from_regex(".{4}")))
+    big = rx.repeat(rx.literal("ab"), 3000, 5000)  # a counter, not 5,000 copies
+    assert rx.matches(big, "ab" * 3000) and rx.matches(big, "ab" * 5000)
+    assert not rx.matches(big, "ab" * 2999) and not rx.matches(big, "ab" * 5001)
+
+
+def test_rx_char_classes_are_utf8_exact():
+    c = rx.char_class([(0x80, 0x10FFFF)])
+    for cp in itertools.chain(range(0, 0x3000, 7), range(0xD000, 0xE100, 3), range(0x10000, 0x110000, 997)):
+        data = chr(cp).encode("utf-8", "surrogatepass")
+        assert rx.matches(c, data) == (cp >= 0x80 and not 0xD800 <= cp <= 0xDFFF), hex(cp)
+    for bad in [b"\xc0\x80", b"\xc1\xbf", b"\xe0\x80\x80", b"\xf4\x90\x80\x80", b"\xc3", b"\x80"]:
+        assert not rx.matches(c, bad) and not rx.matches(rx.any_char(), bad)
+
+
+def test_rx_refuses_what_an_automaton_cannot_express():
+    for pattern, word in [(r"(a)\1", "backreferences"), (r"^a", "anchors"), (r"a(?=b)", "look-ahead"), ("(", "position")]:
+        with pytest.raises(ValueError, match=word):
+            rx.from_regex(pattern)
+
+
+# --- the parser on random grammars ---------------------------------------------------------------------------------
+
+
+def random_grammar(seed: int):
+    """A random grammar over the one-byte terminals a, b: 3 nonterminals, 1-3 rules each, bodies of 0-3 symbols."""
+    rng = random.Random(seed)
+    rules = {n: [[rng.choice(["a", "b", "S", "A", "B"]) for _ in range(rng.randint(0, 3))]
+                 for _ in range(rng.randint(1, 3))] for n in "SAB"}
+    rules["S"].append([rng.choice("SAB"), "a"])  # keep some recursion in every grammar
+    return rules
+
+
+def build(rules: dict) -> GrammarBuilder:
+    g = GrammarBuilder()
+    nts = {n: g.nonterminal(n) for n in rules}
+    for n, bodies in rules.items():
+        for body in bodies:
+            g.rule(nts[n], [nts[s] if s in nts else g.terminal(rx.literal(s)) for s in body])
+    return g.build(nts["S"])
+
+
+def cyk_fixpoint(rules: dict, w: str) -> bool:
+    """Reference membership for any CFG: the nonterminals deriving each span, by monotone fixpoint."""
+    n = len(w)
+    derives = {(i, j): set() for i in range(n + 1) for j in range(i, n + 1)}
+
+    def seq(body: list, i: int, j: int) -> bool:
+        if not body:
+            return i == j
+        head, rest = body[0], body[1:]
+        for k in range(i, j + 1):
+            ok = (k == i + 1 and w[i] == head) if head not in rules else head in derives[(i, k)]
+            if ok and seq(rest, k, j):
+                return True
+        return False
+
+    changed = True
+    while changed:
+        changed = False
+        for (i, j), have in derives.items():
+            for a, bodies in rules.items():
+                if a not in have and any(seq(body, i, j) for body in bodies):
+                    have.add(a)
+                    changed = True
+    return "S" in derives[(0, n)]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_earley_equals_cyk_on_random_grammars(seed):
+    rules = random_grammar(seed)
+    try:
+        grammar = Grammar(build(rules))
+    except GrammarError:  # an empty language: the reference must agree
+        assert not any(cyk_fixpoint(rules, "".join(w)) for k in range(5) for w in itertools.product("ab", repeat=k))
+        return
+    for k in range(7):
+        for w in itertools.product("ab", repeat=k):
+            text = "".join(w)
+            assert grammar.matches(text) == cyk_fixpoint(rules, text), (rules, text)
+
+
+def test_ambiguous_and_left_recursive_grammar():
+    g = Grammar("""
+        start: e
+        e: e "+" e | e "*" e | "(" e ")" | NUMBER
+        %import common.NUMBER
+    """)
+    assert g.matches("1+2*3+(4*5)") and g.matches("((((7))))") and g.matches("1.5e3")
+    assert not g.matches("1+") and not g.matches("(1") and not g.matches("")
+    assert g.matches("(" * 200 + "1" + ")" * 200)  # unbounded nesting
+
+
+# --- lexing ---------------------------------------------------------------------------------------------------------
+
+
+def test_greedy_lexing_and_ignore():
+    words = Grammar("""
+        start: NAME NAME
+        NAME: /[a-z]+/
+        %ignore " "
+    """)
+    assert words.matches("ab cd") and words.matches("  ab   cd ")
+    assert not words.matches("abcd")  # greedy: one NAME, as Lark lexes it
+    split = Grammar("""
+        start: name name
+        name: LETTER+
+        LETTER: /[a-z]/
+    """)
+    assert split.matches("abcd")  # letters as terminals: every split is a parse
+
+
+def test_empty_matching_terminals_become_optional():
+    g = GrammarBuilder()
+    s = g.nonterminal("s")
+    g.rule(s, [g.terminal(rx.literal("<")), g.terminal(rx.from_regex("[0-9]*")), g.terminal(rx.literal(">"))])
+    grammar = Grammar(g.build(s))
+    assert grammar.matches("<>") and grammar.matches("<42>") and not grammar.matches("<4a>")
+
+
+def test_grammar_errors_name_the_problem():
+    g = GrammarBuilder()
+    s, t = g.nonterminal("s"), g.nonterminal("t")
+    g.rule(s, [t])
+    with pytest.raises(GrammarError, match="'t'.*never defined"):
+        g.build(s)
+    g.rule(t, [t, g.terminal(rx.literal("x"))])  # t never terminates
+    with pytest.raises(GrammarError, match="empty"):
+        g.build(s)
+    with pytest.raises(ValueError, match="syntax"):
+        Grammar("start: 'a'", syntax="ebnf")
+
+
+# --- token level ----------------------------------------------------------------------------------------------------
+
+JSON_LARK = r"""
+start: value
+?value: object | array | STRING | NUMBER | "true" | "false" | "null"
+object: "{" [pair ("," pair)*] "}"
+pair: STRING ":" value
+array: "[" [value ("," value)*] "]"
+STRING: /"([^"\\\x00-\x1f]|\\["\\\/bfnrt]|\\u[0-9a-fA-F]{4})*"/
+NUMBER: /-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?/
+%ignore /[ \t\n]+/
+"""
+ARITH_LARK = r"""
+start: sum
+?sum: product | sum ("+" | "-") product
+?product: atom | product ("*" | "/") atom
+?atom: NUMBER | "(" sum ")" | "-" atom
+%import common.NUMBER
+%ignore " "
+"""
+
+
+@pytest.fixture(scope="module")
+def llama_vocab(llama_tokenizer):
+    return Vocabulary(llama_tokenizer)
+
+
+@pytest.fixture(scope="module")
+def gemma_vocab(gemma_tokenizer):
+    return Vocabulary(gemma_tokenizer)
+
+
+def brute_force_mask(tokens, state) -> np.ndarray:
+    vocab = tokens.vocabulary
+    out = np.zeros(vocab.size, dtype=bool)
+    for t, data in enumerate(vocab.token_bytes):
+        out[t] = not vocab.is_special[t] and tokens.parser.step(state, data) is not None
+    out[list(vocab.eos_token_ids)] = tokens.is_accepting(state)
+    return out
+
+
+@pytest.mark.parametrize("vocab_name", ["llama", "gemma"])
+@pytest.mark.parametrize("source, text", [
+    (JSON_LARK, '{"name": "Ada", "tags": ["x", 12, -3.5e2], "n": {"d": [[1], [true, {"k": null}]]}}'),
+    (ARITH_LARK, "(12 + 3.5) * -(4 - (2 / 7))"),
+], ids=["json", "arithmetic"])
+def test_masks_equal_brute_force_along_real_paths(request, vocab_name, source, text):
+    vocab = request.getfixturevalue(f"{vocab_name}_vocab")
+    tokenizer = request.getfixturevalue(f"{vocab_name}_tokenizer")
+    grammar = Grammar(source)
+    tokens = grammar.bind(vocab)
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    state, states = tokens.start(), []
+    for t in ids:
+        states.append(state)
+        assert tokens.mask(state)[t], vocab.token_bytes[t]
+        state = tokens.advance(state, t)
+        assert state != dc.constraints.DEAD
+    assert tokens.is_accepting(state) and tokens.mask(state)[vocab.eos_token_ids[0]]
+    for k in sorted({0, 1, len(ids) // 3, len(ids) // 2, len(ids) - 1}):  # the full walk costs ~1 s a state
+        np.testing.assert_array_equal(tokens.mask(states[k]).numpy(), brute_force_mask(tokens, states[k]))
+    first = tokens.mask(states[2]).clone()
+    tokens._masks.clear()
+    assert tokens.mask(states[2]).equal(first)  # an old state after other work: the same mask
+
+
+def test_kernel_equals_reference():
+    rng = random.Random(1)
+    token_bytes = sorted({bytes(rng.choice(b'ab"1 ') for _ in range(rng.randint(1, 5))) for _ in range(300)})
+    trie = build_trie(token_bytes)
+    strings = trie_strings(trie)
+    node_strings = list(strings)  # preorder = sorted order of node strings
+    grammar = Grammar(JSON_LARK)
+    lexer = grammar.parser.lexer
+    for start in [lexer.start({t}) for t in range(len(grammar.cfg.terminals))]:
+        frontier = [start]
+        for s in frontier:  # build every reachable row, so the kernel never stops for one
+            lexer.build(s)
+            frontier += [int(n) for n in set(lexer.table[s].tolist()) if n >= 0 and n not in frontier]
+        starts = np.flatnonzero(trie.depth == 1)
+        marked = np.empty(len(token_bytes), np.int64)
+        rec = (np.empty(trie.n_nodes, np.int64), np.empty(trie.n_nodes, np.int32), np.empty(trie.n_nodes, bool))
+        counts = np.zeros(2, np.int64)
+        walk_subtrees(lexer.table, lexer.accept_any, trie.byte, trie.depth, trie.end, trie.token_offsets,
+                      trie.token_ids, starts, np.full(len(starts), start, np.int32), marked, *rec,
+                      np.empty(trie.max_depth + 1, np.int32), counts)
+        out = np.zeros(len(token_bytes), bool)
+        out[marked[:counts[1]]] = True
+        want_out, want_records = walk_subtrees_reference(lexer.table, lexer.accept_any, strings, node_strings, starts,
+                                                         [start] * len(starts), len(token_bytes))
+        np.testing.assert_array_equal(out, want_out)
+        got = sorted((node_strings[n], int(s)) for n, s in zip(rec[0][:counts[0]], rec[1][:counts[0]]))
+        assert got == want_records
+
+
+# --- samplers -------------------------------------------------------------------------------------------------------
+
+NESTED = r"""
+start: list
+list: "[" [item ("," item)*] "]"
+?item: list | DIGIT
+DIGIT: /[0-9]/
+"""
+
+
+@pytest.mark.parametrize("make", [lambda g: dc.Temperature(2.0) | dc.Masked(g), lambda g: dc.AWRS(g, max_rejects=20)])
+def test_samplers_generate_sentences(tiny_lm, make):
+    grammar = Grammar(NESTED)
+    out = dc.generate(tiny_lm, ["x"] * 6, make(grammar), max_new_tokens=40, seed=4)
+    finished = [seq for seq in out if seq.finished]
+    assert len(finished) >= 3
+    for seq in out:
+        assert seq.reason in ("eos", "length"), seq
+        text = seq.text
+        assert grammar.matches(text) if seq.finished else _is_prefix(grammar, text), text
+
+
+def test_smc_with_a_grammar(llama_lm):
+    grammar = Grammar(NESTED)
+    out = dc.generate(llama_lm, ["x", "y"], dc.SMC(dc.Masked(grammar), particles=4), max_new_tokens=30, seed=1)
+    for o in out:
+        for particle in o.particles:
+            assert _is_prefix(grammar, particle.text)
+            if particle.finished:
+                assert grammar.matches(particle.text)
+
+
+def _is_prefix(grammar: Grammar, text: str) -> bool:
+    return grammar.parser.step(grammar.parser.start(), text.encode()) is not None
+
+
+def test_json_lark_agrees_with_json_module():
+    grammar = Grammar(JSON_LARK)
+    for text in ['{"a": [1, 2.5e3, {"b": null}], "c": "x\\"y"}', "[[[[]]]]", '{"a":1,}', "[1 2]", '"é😀"', "-0.5",
+                 "01", " [] ", '{"a" 1}', "[1, [2, [3, [4]]]]"]:
+        try:
+            json.loads(text)
+            valid = True
+        except ValueError:
+            valid = False
+        assert grammar.matches(text) == valid, text
