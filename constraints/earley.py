@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 
 from decoding.constraints.cfg import Cfg
@@ -54,6 +55,34 @@ class EarleyTables:
             self.next_symbol.append(_END)
             self.lhs.append(lhs)
         self.nullable = _nullable(cfg)
+        self._predicted: dict[frozenset, dict[int, tuple[int, ...]]] = {}
+
+    def predicted(self, roots: frozenset) -> dict[int, tuple[int, ...]]:
+        """The items a set predicts for the nonterminals ``roots``, transitively (their origin is the set itself),
+        grouped by the symbol they wait for. Depends on nothing but ``roots``, so it is memoised."""
+        out = self._predicted.get(roots)
+        if out is None:
+            waiting: dict[int, list[int]] = {}
+            seen_items: set[int] = set()
+            expanded = set(roots)
+            agenda = [item for a in roots for item in self.predictions[a]]
+            while agenda:
+                item = agenda.pop()
+                if item in seen_items:
+                    continue
+                seen_items.add(item)
+                symbol = self.next_symbol[item]
+                if symbol is _END:
+                    continue  # an ε-completion inside the set: the nullable rule already moved its parents
+                waiting.setdefault(symbol, []).append(item)
+                if symbol >= 0:
+                    if symbol not in expanded:
+                        expanded.add(symbol)
+                        agenda += self.predictions[symbol]
+                    if self.nullable[symbol]:
+                        agenda.append(item + 1)
+            out = self._predicted[roots] = {symbol: tuple(items) for symbol, items in waiting.items()}
+        return out
 
 
 def _nullable(cfg: Cfg) -> list[bool]:
@@ -68,21 +97,39 @@ def _nullable(cfg: Cfg) -> list[bool]:
 
 
 class EarleySet:
-    """One Earley set: its items ``(item, origin)`` grouped by the symbol they wait for.
+    """One Earley set ``k``: the items ``(item, origin)`` grouped by the symbol they wait for.
+
+    The items that set ``k`` predicts (origin ``k``) are a memoised table shared by every set with the same
+    predicted nonterminals (:meth:`EarleyTables.predicted`); only the items carried over from earlier sets are
+    stored per set.
 
     Attributes:
-        waiting: symbol -> the items whose next symbol it is.
+        index: ``k``.
         allowed: the terminals some item waits for (the lexemes that may come next), as terminal indices.
         accepts: a complete start item with origin 0 is present (the input so far is a sentence).
+        lexer_start: the lexer's state for a new lexeme here (set by the lexer's owner).
     """
 
-    __slots__ = ("waiting", "allowed", "accepts", "lexer_start")
+    __slots__ = ("index", "carried", "predicted", "allowed", "accepts", "lexer_start", "_waiting")
 
-    def __init__(self, waiting: dict[int, list[tuple[int, int]]], accepts: bool):
-        self.waiting = waiting
-        self.allowed = frozenset(~s for s in waiting if s < 0)
+    def __init__(self, index: int, carried: dict[int, list[tuple[int, int]]], predicted: dict[int, tuple[int, ...]],
+                 accepts: bool):
+        self.index = index
+        self.carried = carried
+        self.predicted = predicted
+        self.allowed = frozenset(~s for s in itertools.chain(carried, predicted) if s < 0)
         self.accepts = accepts
-        self.lexer_start: int | None = None  # the lexer's state for a new lexeme here (set by the lexer's owner)
+        self.lexer_start: int | None = None
+        self._waiting: dict[int, list[tuple[int, int]]] = {}
+
+    def waiting(self, symbol: int) -> list[tuple[int, int]]:
+        """The items ``(item, origin)`` whose next symbol is ``symbol`` (memoised)."""
+        items = self._waiting.get(symbol)
+        if items is None:
+            k = self.index
+            items = self._waiting[symbol] = self.carried.get(symbol, []) + [
+                (item, k) for item in self.predicted.get(symbol, ())]
+        return items
 
 
 class Chart:
@@ -97,8 +144,8 @@ class Chart:
 
     @classmethod
     def start(cls, tables: EarleyTables) -> Chart:
-        seeds = [(item, 0) for item in tables.predictions[tables.cfg.start]]
-        return cls(tables, (_closure(tables, seeds, ()),))
+        start = tables.cfg.start
+        return cls(tables, (EarleySet(0, {}, tables.predicted(frozenset([start])), tables.nullable[start]),))
 
     @property
     def last(self) -> EarleySet:
@@ -117,46 +164,39 @@ class Chart:
         takes none of them. Memoised."""
         key = frozenset(terminals)
         if key not in self._scans:
-            waiting = self.sets[-1].waiting
-            seeds = [(item + 1, origin) for t in key for item, origin in waiting.get(~t, ())]
+            last = self.sets[-1]
+            seeds = [(item + 1, origin) for t in key for item, origin in last.waiting(~t)]
             self._scans[key] = Chart(self.tables, self.sets + (_closure(self.tables, seeds, self.sets),)) \
                 if seeds else None
         return self._scans[key]
 
 
 def _closure(tables: EarleyTables, seeds: list[tuple[int, int]], previous: tuple[EarleySet, ...]) -> EarleySet:
-    """Predict and complete from ``seeds`` until nothing new: the set at index ``len(previous)``."""
+    """Complete from ``seeds`` (all from earlier sets) until nothing new; predictions come from the memo."""
     k = len(previous)
-    next_symbol, lhs, nullable = tables.next_symbol, tables.lhs, tables.nullable
-    start = tables.cfg.start
+    next_symbol, lhs, nullable, start = tables.next_symbol, tables.lhs, tables.nullable, tables.cfg.start
     seen = set(seeds)
     agenda = list(seen)
-    waiting: dict[int, list[tuple[int, int]]] = {}
+    carried: dict[int, list[tuple[int, int]]] = {}
     accepts = False
-
-    def add(entry: tuple[int, int]) -> None:
-        if entry not in seen:
-            seen.add(entry)
-            agenda.append(entry)
-
     while agenda:
-        item, origin = agenda.pop()
+        entry = agenda.pop()
+        item, origin = entry
         symbol = next_symbol[item]
         if symbol is _END:
             a = lhs[item]
-            if a == start and origin == 0:
-                accepts = True
-            if origin < k:  # completions within this set come from the nullable rule at prediction
-                for parent, parent_origin in previous[origin].waiting.get(a, ()):
-                    add((parent + 1, parent_origin))
+            accepts = accepts or (a == start and origin == 0)
+            for parent, parent_origin in previous[origin].waiting(a):
+                nxt = (parent + 1, parent_origin)
+                if nxt not in seen:
+                    seen.add(nxt)
+                    agenda.append(nxt)
             continue
-        items = waiting.get(symbol)
-        if items is None:
-            items = waiting[symbol] = []
-            if symbol >= 0:
-                for predicted in tables.predictions[symbol]:
-                    add((predicted, k))
-        items.append((item, origin))
+        carried.setdefault(symbol, []).append(entry)
         if symbol >= 0 and nullable[symbol]:
-            add((item + 1, origin))
-    return EarleySet(waiting, accepts)
+            nxt = (item + 1, origin)
+            if nxt not in seen:
+                seen.add(nxt)
+                agenda.append(nxt)
+    roots = frozenset(s for s in carried if s >= 0)
+    return EarleySet(k, carried, tables.predicted(roots), accepts)
