@@ -101,6 +101,16 @@ def _json_schema_file(path: str) -> dict:
         raise argparse.ArgumentTypeError(f"{path!r} is not JSON: {err}") from None
 
 
+def _grammar_file(path: str):
+    """A grammar file: ``.gbnf`` is llama.cpp's GBNF, anything else Lark's syntax."""
+    try:
+        return dc.Grammar.from_file(path)
+    except OSError as err:
+        raise argparse.ArgumentTypeError(f"cannot read {path!r}: {err.strerror}") from None
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{path!r}: {err}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="decoding",
@@ -133,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="the whole output must match R (re.fullmatch semantics)")
     language.add_argument("--json-schema", metavar="FILE", type=_json_schema_file, default=None,
                           help="the output must be JSON valid under the schema in FILE")
+    language.add_argument("--grammar", metavar="FILE", type=_grammar_file, default=None,
+                          help="the output must be a sentence of the context-free grammar in FILE (Lark syntax; "
+                               "GBNF when FILE ends in .gbnf)")
     constrained.add_argument("--json-whitespace", metavar="R", default=None,
                              help="regex of the whitespace allowed around JSON punctuation (default: compact)")
     how = constrained.add_mutually_exclusive_group()
@@ -274,7 +287,7 @@ def _generate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     else:
         print(seq.text)
     print(summary(seq, stats), file=sys.stderr)
-    if args.regex is not None or args.json_schema is not None:
+    if args.regex is not None or args.json_schema is not None or args.grammar is not None:
         print(constraint_summary(seq, stats, lm.vocab_size, args.masked), file=sys.stderr)
     return 0
 
@@ -293,7 +306,7 @@ def _read_prompt(text: str) -> str:
 
 def _constrained_sampler(parser: argparse.ArgumentParser, args: argparse.Namespace):
     """The sampler ``decoding generate`` runs: --sampler's stages, then AWRS or Masked, wrapped in SMC."""
-    constraint = args.regex
+    constraint = args.regex if args.grammar is None else args.grammar
     if args.json_schema is not None:
         try:
             constraint = dc.JsonSchema(args.json_schema, whitespace=args.json_whitespace)
@@ -302,7 +315,7 @@ def _constrained_sampler(parser: argparse.ArgumentParser, args: argparse.Namespa
     elif args.json_whitespace is not None:
         parser.error("--json-whitespace needs --json-schema")
     if constraint is None and (args.awrs or args.masked):
-        parser.error("--awrs and --masked need a constraint: --regex R or --json-schema FILE")
+        parser.error("--awrs and --masked need a constraint: --regex R, --json-schema FILE or --grammar FILE")
     if not 0 <= args.ess_threshold <= 1:
         parser.error(f"--ess-threshold must be in [0, 1], got {args.ess_threshold}")
     sampler = args.sampler

@@ -295,6 +295,29 @@ def test_generate_with_a_regex_prints_a_match_and_constraint_statistics(checkpoi
     assert re.fullmatch("[a-z ]{1,3}", out.out.rstrip("\n")) and "constraint checks" in out.err
 
 
+def test_generate_with_a_grammar_file(checkpoint, capsys, tmp_path):
+    """--grammar FILE: Lark syntax, or GBNF by the .gbnf suffix; bad files are refused before the model loads."""
+    lark_file, gbnf_file, broken = tmp_path / "nest.lark", tmp_path / "ab.gbnf", tmp_path / "broken.lark"
+    lark_file.write_text('start: "[" [start ("," start)*] "]"\n')
+    gbnf_file.write_text('root ::= "a" root "b" | "ab"\n')
+    broken.write_text('start: "a"\nb: (\n')
+    assert main(["generate", "hi", "--model", checkpoint, "--max-new-tokens", "16", "--grammar", str(lark_file),
+                 "--masked"]) == 0
+    out = capsys.readouterr()
+    text = out.out.strip()
+    assert dc.Grammar.from_file(lark_file).matches(text) or out.err.count("length"), text
+    assert main(["generate", "hi", "--model", checkpoint, "--max-new-tokens", "12", "--grammar", str(gbnf_file),
+                 "--masked"]) == 0
+    text = capsys.readouterr().out.strip()
+    assert text.startswith("a") and set(text) <= {"a", "b"}, text
+    for argv, message in [(["--grammar", str(tmp_path / "none.lark")], "cannot read"),
+                          (["--grammar", str(broken)], "line 2"),
+                          (["--grammar", str(lark_file), "--regex", "a"], "not allowed with argument")]:
+        with pytest.raises(SystemExit):
+            main(["generate", "hi", "--model", checkpoint] + argv)
+        assert message in capsys.readouterr().err, argv
+
+
 def test_generate_reports_library_errors_cleanly(tmp_path, capsys):
     assert main(["generate", "hi", "--model", str(tmp_path)]) == 1  # a directory without a checkpoint
     assert "decoding generate: error: " in capsys.readouterr().err
