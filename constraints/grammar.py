@@ -49,9 +49,10 @@ import torch
 from decoding.constraints.base import DEAD, Constraint, TokenConstraint
 from decoding.constraints.cfg import Cfg, GrammarError
 from decoding.constraints.earley import Chart, EarleyTables
-from decoding.constraints.lexer import Lexer
+from decoding.constraints.lexer import UNBUILT, Lexer
 from decoding.constraints.regex import vocabulary_index
 from decoding.constraints.trie_walk import TrieWalker
+from decoding.kernels.trie_lexing import lex_tokens
 
 __all__ = ["Grammar", "GrammarError", "GrammarState", "TokenGrammar"]
 
@@ -221,6 +222,43 @@ class TokenGrammar(TokenConstraint):
     def can_finish(self, state) -> bool:
         """Whether the state is alive (see the module docstring for the one limit)."""
         return not self.is_dead(state)
+
+    def advance_batch(self, states, tokens) -> list:
+        """``advance`` for every row: the lexer walks all rows in one kernel; only rows whose token crosses a lexeme
+        boundary go through the parser. EOS keeps an accepting state; other special tokens kill."""
+        tokens = np.asarray(tokens, dtype=np.int64)
+        special, eos = self._index.special, set(self.vocabulary.eos_token_ids)
+        out: list = [DEAD] * len(tokens)
+        rows = []
+        for i, (state, token) in enumerate(zip(states, tokens.tolist())):
+            if self.is_dead(state) or not 0 <= token < len(special):
+                continue
+            if token in eos:
+                out[i] = state if self.parser.accepts(state) else DEAD
+            elif not special[token]:
+                rows.append(i)
+        if rows:
+            self._lex_rows(np.asarray(rows, dtype=np.int64), states, tokens, out)
+        return out
+
+    def _lex_rows(self, rows: np.ndarray, states, tokens: np.ndarray, out: list) -> None:
+        lexer, index = self.parser.lexer, self._index
+        lex = np.asarray([states[i].lex for i in rows.tolist()], dtype=np.int32)
+        result, unbuilt = np.empty(len(rows), dtype=np.int32), np.empty(len(rows), dtype=np.int32)
+        todo = np.arange(len(rows))
+        while len(todo):
+            lex_tokens(lexer.table, index.flat, index.offsets, lex[todo], tokens[rows[todo]], result[:len(todo)],
+                       unbuilt[:len(todo)])
+            again = result[:len(todo)] == UNBUILT
+            lexer.build_all(unbuilt[:len(todo)][again].tolist())
+            for j, nxt in zip(todo[~again].tolist(), result[:len(todo)][~again].tolist()):
+                i = int(rows[j])
+                if nxt >= 0:
+                    empty = index.offsets[tokens[i] + 1] == index.offsets[tokens[i]]
+                    out[i] = GrammarState(states[i].chart, nxt, states[i].pending or not empty)
+                else:
+                    out[i] = self.advance(states[i], int(tokens[i]))
+            todo = todo[again]
 
     def mask_batch(self, states) -> torch.Tensor:
         """[B, V]: one mask per distinct state, gathered by row."""

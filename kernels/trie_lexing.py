@@ -13,6 +13,9 @@ Shapes: ``table`` int32 ``[S, 256]`` (-1 dead, -2 unbuilt); ``accept_any`` bool 
 *before* the node's byte); allowed tokens are appended to ``marked`` and records to
 ``rec_node``/``rec_state``/``rec_pending``; ``counts`` receives the two lengths. The subtrees of distinct starts
 are disjoint, so ``marked`` never needs more than ``V`` entries and the records more than the trie's node count.
+
+:func:`lex_tokens` is the batched step of the same lexer over whole tokens (``advance_batch``): rows whose token
+stays inside the current lexeme are done in the kernel; only rows that cross a lexeme boundary need the parser.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["walk_subtrees", "walk_subtrees_reference"]
+__all__ = ["lex_tokens", "walk_subtrees", "walk_subtrees_reference"]
 
 _UNBUILT = -2
 
@@ -83,3 +86,26 @@ def walk_subtrees_reference(table, accept_any, trie_strings: dict[bytes, list[in
                 for token in tokens:
                     out[token] = True
     return out, sorted(set(records))
+
+
+@njit(cache=True, nogil=True)
+def lex_tokens(table, flat, offsets, states, tokens, out, unbuilt):
+    """For each row, the lexer state after all of token ``tokens[i]``'s bytes from ``states[i]`` *inside one
+    lexeme*: ``out[i] >= 0``. ``out[i] == -1``: some byte cannot extend the lexeme (it is dead there, or a lexeme
+    ends inside the token: the parser must take the row). ``out[i] == -2``: the walk needs the row of state
+    ``unbuilt[i]``, not built yet (build it and run the row again)."""
+    for i in range(states.shape[0]):
+        state = states[i]
+        out[i] = -1
+        for k in range(offsets[tokens[i]], offsets[tokens[i] + 1]):
+            nxt = table[state, flat[k]]
+            if nxt == _UNBUILT:
+                out[i] = _UNBUILT
+                unbuilt[i] = state
+                break
+            if nxt < 0:
+                state = -1
+                break
+            state = nxt
+        if out[i] != _UNBUILT:
+            out[i] = state

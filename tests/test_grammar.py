@@ -253,6 +253,29 @@ def test_masks_equal_brute_force_along_real_paths(request, vocab_name, source, t
     assert tokens.mask(states[2]).equal(first)  # an old state after other work: the same mask
 
 
+def test_advance_batch_equals_advance(llama_vocab):
+    """Rows inside a lexeme go through the lexer kernel, the others through the parser: the same states as
+    ``advance`` one by one, for allowed and disallowed tokens, EOS and special tokens."""
+    tokens = Grammar(JSON_LARK).bind(llama_vocab)
+    rng = np.random.default_rng(0)
+    states = [tokens.start()] * 8
+    for _ in range(12):
+        choices = [int(rng.choice(np.flatnonzero(tokens.mask(s).numpy()))) if not tokens.is_dead(s) else 0
+                   for s in states]
+        probes = choices + [int(t) for t in rng.integers(0, llama_vocab.size, 8)] + [llama_vocab.eos_token_ids[0]]
+        rows = states + states + [states[0]]
+        batch = tokens.advance_batch(rows, probes)
+        for state, token, got in zip(rows, probes, batch):
+            if token in llama_vocab.eos_token_ids:
+                want = state if tokens.is_accepting(state) else dc.constraints.DEAD
+            else:
+                want = tokens.advance(state, token)
+            assert tokens.is_dead(got) == tokens.is_dead(want)
+            if not tokens.is_dead(got):
+                assert (got.lex, got.pending, got.chart.sets) == (want.lex, want.pending, want.chart.sets)
+        states = batch[:8]
+
+
 def test_kernel_equals_reference():
     rng = random.Random(1)
     token_bytes = sorted({bytes(rng.choice(b'ab"1 ') for _ in range(rng.randint(1, 5))) for _ in range(300)})
