@@ -500,11 +500,15 @@ class _RegexReader:
             return self.in_class(av)
         if name == "BRANCH":
             return alt(*(self.seq(branch) for branch in av[1]))
-        if name == "SUBPATTERN":
+        if name == "SUBPATTERN":  # scoped flags (?i:...), (?-s:...): i and s change how the inside reads
             _, add_flags, del_flags, sub = av
-            if add_flags or del_flags:
-                self.fail("scoped inline flags (?i:...)")
-            return self.seq(sub)
+            saved = self.ignore_case, self.dotall
+            self.ignore_case = bool(add_flags & re.IGNORECASE) or (self.ignore_case and not del_flags & re.IGNORECASE)
+            self.dotall = bool(add_flags & re.DOTALL) or (self.dotall and not del_flags & re.DOTALL)
+            try:
+                return self.seq(sub)
+            finally:
+                self.ignore_case, self.dotall = saved
         if name in ("MAX_REPEAT", "MIN_REPEAT"):  # laziness does not change the language of a full match
             lo, hi, sub = av
             return repeat(self.seq(sub), lo, None if hi == _sre_constants.MAXREPEAT else hi)

@@ -34,7 +34,7 @@ from decoding.vocabulary import Vocabulary
 
 @pytest.mark.parametrize("pattern", [
     r"[0-9]+", r"\d{4}-\d{2}-\d{2}", r'"([^"\\]|\\.)*"', r"[^\n]{1,5}", r"(a|b)*a(a|b){3}", "é+", r"[\u00e9-\u0fff]x",
-    ".", r"(ab|a)(bc|c)?", r"a{2,}b{0,2}", r"[^a-z\d]+", r"(?:x|é|😀){2}",
+    ".", r"(ab|a)(bc|c)?", r"a{2,}b{0,2}", r"[^a-z\d]+", r"(?:x|é|😀){2}", r"(?i:ab)c", r"(?i)a(?-i:b)", r"a(?s:.)",
 ])
 def test_rx_matches_python_re(pattern):
     r = rx.from_regex(pattern)
