@@ -1,107 +1,121 @@
-"""Regex pieces for JSON texts: strings, numbers, string formats, and the helpers that assemble regexes.
+"""The lexemes of JSON texts as byte-level expressions (:mod:`~decoding.constraints.rx`): strings, numbers, literals.
 
-Every regex here is a Python ``re`` pattern that ``interegular`` also parses: literals, character classes, ``|``,
-``(?:...)`` and ``* + ? {m,n}`` only. ``None`` stands for the empty language (no text) wherever an ``Rx`` is taken.
+Strings are *canonical*: each character is written raw, except ``"`` and ``\\`` (``\\"``, ``\\\\``) and the
+control characters U+0000..U+001F (``\\b \\f \\n \\r \\t``, the others ``\\u00xx`` in lower-case hex), as
+``json.dumps(..., ensure_ascii=False)`` writes them. So a decoded string has exactly one spelling: keys that must
+differ from named keys, values excluded by ``not``/``enum``, and ``pattern``/``minLength``/``maxLength`` are all
+exact on the spelling. Numbers: :data:`NUMBER` is JSON's full grammar; constrained numbers use :data:`DECIMAL`
+(no exponent), where a number's value is a regular property of its spelling; integers are :data:`INTEGER`, without
+a fraction (``1.0`` is an integer to draft 6 and later, a float to draft 4 and to Python).
+
+Example:
+    >>> from decoding.constraints import rx
+    >>> rx.matches(STRING, '"a\\\\nb"'), rx.matches(STRING, '"a\\\\/b"'), rx.matches(number_spellings(1), "1.00")
+    (True, False, True)
 """
 
 from __future__ import annotations
 
 import json
+import math
+from decimal import Decimal
 from typing import Any
 
-from decoding.constraints.re_parser import parser as _sre_parser
+from decoding.constraints import rx
 
 __all__ = [
-    "CHAR", "FORMATS", "HEX", "INT", "NUMBER", "STRING", "Rx", "alt", "dumps", "format_width", "group", "json_literal",
-    "lit", "repeat",
+    "CHAR", "DECIMAL", "FRACTIONAL", "INTEGER", "NUMBER", "STRING", "char_in", "decimal_of", "dumps", "json_equal",
+    "literal_values", "number_spellings", "quoted",
 ]
 
-Rx = str | None  # None is the empty language
-
-HEX = "[0-9a-fA-F]"
-_NON_SURROGATE_U = f"(?:[0-9a-cA-Ce-fE-F]{HEX}{{3}}|[dD][0-7]{HEX}{{2}})"
-# One character of a JSON string: raw (no control characters), a short escape, or a \u escape of a non-surrogate
-# (so each escape is one code point and length limits count exactly).
-CHAR = rf'(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u{_NON_SURROGATE_U})'
-STRING = f'"{CHAR}*"'
-INT = "-?(?:0|[1-9][0-9]*)"
-NUMBER = rf"{INT}(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
-
-_DAY29 = "0[1-9]|1[0-9]|2[0-9]"
-_YEAR = "(?:[1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])"  # year 0000 does not exist
-_DATE = (
-    f"{_YEAR}-(?:(?:0[13578]|1[02])-(?:{_DAY29}|3[01])|(?:0[469]|11)-(?:{_DAY29}|30)"
-    "|02-(?:0[1-9]|1[0-9]|2[0-8]))"
-)  # February 29 is not produced (leap years are not expressible compactly): a subset
-_TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
-_ATOM = r"[a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]+"
-_LABEL = "[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
-_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-# String contents (between the quotes) of each supported `format`; ASCII only, no character needs a JSON escape.
-FORMATS = {
-    "date": _DATE,
-    "time": _TIME,
-    "date-time": f"{_DATE}T{_TIME}",
-    "email": rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})+",
-    "uuid": f"{HEX}{{8}}-{HEX}{{4}}-{HEX}{{4}}-{HEX}{{4}}-{HEX}{{12}}",
-    "uri": r"[a-zA-Z][a-zA-Z0-9+.-]*:(?:[a-zA-Z0-9._~:/?#@!$&'()*+,;=-]|%[0-9a-fA-F]{2})+",
-    "ipv4": rf"{_OCTET}(?:\.{_OCTET}){{3}}",
-}
-FORMATS["url"] = FORMATS["uri"]  # common non-standard spelling
-
-_META = set(".^$*+?{}[]\\|()")
+_SHORT = {0x08: "\\b", 0x0C: "\\f", 0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t", 0x22: '\\"', 0x5C: "\\\\"}
+_ESCAPED = [(0x00, 0x1F), (0x22, 0x22), (0x5C, 0x5C)]  # never raw inside a JSON string
 
 
-def format_width(name: str) -> tuple[int, int]:
-    """(min, max) length in characters of the strings of format ``name`` (max is huge when unbounded)."""
-    return _sre_parser.parse(FORMATS[name]).getwidth()
+def _spelling(cp: int) -> str:
+    """The canonical spelling of one escaped character."""
+    return _SHORT.get(cp, f"\\u{cp:04x}")
 
 
-def lit(text: str) -> str:
-    """Regex matching exactly ``text`` (escapes that both ``re`` and interegular understand)."""
+def char_in(ranges: list[tuple[int, int]]) -> rx.Rx:
+    """One canonically spelled string character whose code point lies in ``ranges`` (inclusive pairs)."""
+    raw = rx.char_class(_subtract(ranges, _ESCAPED))
+    escaped = [_spelling(cp) for lo, hi in ranges for cp in range(max(lo, 0), min(hi, 0x5C) + 1)
+               if cp <= 0x1F or cp in (0x22, 0x5C)]
+    return rx.alt(raw, rx.literals(escaped)) if escaped else raw
+
+
+def _subtract(ranges: list[tuple[int, int]], holes: list[tuple[int, int]]) -> list[tuple[int, int]]:
     out = []
-    for ch in text:
-        if ch in _META:
-            out.append("\\" + ch)
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return "".join(out)
+    for lo, hi in ranges:
+        pieces = [(lo, hi)]
+        for a, b in holes:
+            pieces = [p for x, y in pieces for p in ((x, min(y, a - 1)), (max(x, b + 1), y)) if p[0] <= p[1]]
+        out += pieces
+    return out
 
 
-def group(rx: str) -> str:
-    return f"(?:{rx})"
+CHAR = char_in([(0, 0x10FFFF)])
+STRING = rx.concat(rx.literal('"'), rx.star(CHAR), rx.literal('"'))
+
+NUMBER = rx.from_regex(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+DECIMAL = rx.from_regex(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?")
+INTEGER = rx.from_regex(r"-?(0|[1-9][0-9]*)")  # no "1.0": draft 4 and Python validators read it as a float
+FRACTIONAL = rx.from_regex(r"-?(0|[1-9][0-9]*)\.[0-9]*[1-9][0-9]*")  # decimals whose value is not an integer
 
 
-def alt(options: list[Rx]) -> Rx:
-    """Alternation of the non-empty languages; None when all are empty."""
-    kept = list(dict.fromkeys(o for o in options if o is not None))
-    if not kept:
-        return None
-    if "" in kept and len(kept) > 1:
-        return group(alt([o for o in kept if o])) + "?"
-    return kept[0] if len(kept) == 1 else group("|".join(kept))
-
-
-def repeat(rx: str, lo: int, hi: int | None) -> str:
-    """``rx`` repeated ``lo`` to ``hi`` times (None: unbounded)."""
-    if (lo, hi) == (0, None):
-        return f"{group(rx)}*"
-    if (lo, hi) == (1, None):
-        return f"{group(rx)}+"
-    if (lo, hi) == (0, 1):
-        return f"{group(rx)}?"
-    if hi == lo:
-        return "" if lo == 0 else (rx if lo == 1 else f"{group(rx)}{{{lo}}}")
-    return f"{group(rx)}{{{lo},{'' if hi is None else hi}}}"
+def quoted(content: rx.Rx) -> rx.Rx:
+    """A JSON string whose spelled content (between the quotes) is in ``content``."""
+    return rx.concat(rx.literal('"'), content, rx.literal('"'))
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON text of ``value`` (non-ASCII characters raw)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON text of ``value``, non-ASCII characters raw (the canonical spelling)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def json_literal(value: Any) -> str:
-    """Regex matching exactly the compact JSON text of ``value``."""
-    return lit(dumps(value))
+def json_equal(a: Any, b: Any) -> bool:
+    """Equality of JSON values: booleans are not numbers (1 != true), numbers compare by value (1 == 1.0)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(json_equal, a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
+
+
+def decimal_of(value: int | float) -> Decimal:
+    """The decimal a JSON number denotes (a float by its shortest repr: ``0.1`` is ``Decimal("0.1")``)."""
+    return Decimal(value) if isinstance(value, int) else Decimal(repr(float(value)))
+
+
+def number_spellings(value: int | float | Decimal) -> rx.Rx:
+    """Every :data:`DECIMAL` spelling of ``value`` (``1``, ``1.0``, ``1.00``...), and its ``json.dumps`` text."""
+    d = value if isinstance(value, Decimal) else decimal_of(value)
+    if not math.isfinite(d):
+        return rx.EMPTY
+    sign, digits, exp = d.normalize().as_tuple()
+    text = "".join(map(str, digits))
+    if exp >= 0:
+        whole, frac = text + "0" * exp, ""
+    else:
+        text = text.rjust(-exp + 1, "0")
+        whole, frac = text[:exp], text[exp:]
+    minus = "-" if sign and d != 0 else ""
+    if frac:
+        spelled = rx.concat(rx.literal(f"{minus}{whole}.{frac}"), rx.star(rx.literal("0")))
+    else:
+        spelled = rx.concat(rx.literal(minus + whole), rx.optional(rx.concat(rx.literal("."), rx.plus(rx.literal("0")))))
+        if whole == "0":  # -0 is 0
+            spelled = rx.concat(rx.optional(rx.literal("-")), spelled)
+    return spelled if isinstance(value, Decimal) else rx.alt(spelled, rx.literal(dumps(value)))
+
+
+def literal_values(values: list[Any]) -> rx.Rx:
+    """The JSON texts of ``values``: compact; numbers in every decimal spelling of their value."""
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    others = [dumps(v) for v in values if not (isinstance(v, (int, float)) and not isinstance(v, bool))]
+    return rx.alt(rx.literals(others), *(number_spellings(v) for v in numbers))

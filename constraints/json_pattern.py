@@ -1,262 +1,162 @@
-"""``pattern`` (Python regex syntax, over decoded characters) -> a regex over the contents of JSON strings.
+"""``pattern`` (an ECMA-262 regular expression over a string's characters) as an expression over JSON string texts.
 
-Semantics are Python's ``re.search``, as the ``jsonschema`` package uses: a pattern anchored with ``^...$`` at its
-ends matches whole strings, otherwise any characters may pad it. ``\\d \\w \\s`` produce their ASCII members only
-(a subset). A character is produced raw, or escaped where JSON requires it (``\\"``, ``\\\\``, controls).
-Look-around, back-references, inline flags and anchors or word boundaries inside the pattern raise
-:class:`UnsupportedPattern`. Length limits (``minLength``/``maxLength``) combine with a pattern only when it is one
-repeated character class or its own length range already satisfies them.
+Semantics are JSON Schema's: a pattern matches a string when it matches *somewhere* in it (not anchored), ``^``
+and ``$`` match only at the string's ends, ``.`` is any character but the line terminators ``\\n \\r \\u2028
+\\u2029``. Where ECMA-262 (the standard) and Python's ``re`` (Python validators) disagree, the language keeps what
+both accept: ``\\d \\w`` are ASCII, ``\\s`` the white space both count, and ``\\D \\W \\S`` or negated classes leave
+out what either counts in (``\\W`` is then ASCII). The pattern is read by Python's own regex parser
+(ECMA's ``(?<name>...)`` groups are accepted too); look-around, backreferences, word boundaries, inline flags and
+Unicode property escapes are refused with :class:`UnsupportedPattern` naming them.
+
+The translation: each character class becomes the canonical spellings of its characters
+(:func:`~decoding.constraints.json_lexical.char_in`), and the anchors become the string's quotes. ``^`` and ``$``
+are the bytes ``"`` that open and close the string (a canonical string holds no other raw ``"``), so the searching
+language is ``("CHAR* | ε) R (CHAR*" | ε)`` intersected with the strings: exact, anchors anywhere included
+(``a^b`` matches nothing, ``^a$|b`` what it says).
+
+Example:
+    >>> from decoding.constraints import rx
+    >>> p = pattern_string("^[a-z]+$|[0-9]{3}")
+    >>> rx.matches(p, '"abc"'), rx.matches(p, '"x1234y"'), rx.matches(p, '"ab1"')
+    (True, True, False)
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from typing import Any
 
-from decoding.constraints.json_lexical import CHAR, HEX, Rx, alt, group, lit, repeat
-from decoding.constraints.re_parser import constants as _sre_c
-from decoding.constraints.re_parser import parser as _sre_p
+from decoding.constraints import rx
+from decoding.constraints.json_lexical import CHAR, STRING, char_in
+from decoding.constraints.re_parser import constants as _c
+from decoding.constraints.re_parser import parser as _parser
 
-__all__ = ["UnsupportedPattern", "pattern_content"]
+__all__ = ["UnsupportedPattern", "pattern_string"]
 
 
 class UnsupportedPattern(ValueError):
-    """A pattern this translator cannot express (or cannot parse); the message names the construct."""
+    """A pattern this translator cannot express, or cannot parse; the message names the construct."""
 
 
-def pattern_content(pattern: str, min_len: int = 0, max_len: int | None = None) -> Rx:
-    """Regex for the JSON string contents (between the quotes) whose decoded text ``re.search``-matches
-    ``pattern`` and has ``min_len`` to ``max_len`` characters; None when there are none."""
-    translator = _PatternTranslator(pattern)
-    if min_len > 0 or max_len is not None:
-        return translator.content_with_length(min_len, max_len)
-    return translator.content()
+_ALL = [(0, 0x10FFFF)]
+_ASCII_DIGIT = [(0x30, 0x39)]
+_ASCII_WORD = [(0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)]
+_ECMA_SPACE = [(0x09, 0x0D), (0x20, 0x20), (0xA0, 0xA0), (0x1680, 0x1680), (0x2000, 0x200A), (0x2028, 0x2029),
+               (0x202F, 0x202F), (0x205F, 0x205F), (0x3000, 0x3000), (0xFEFF, 0xFEFF)]
+_PYTHON_SPACE = [(0x09, 0x0D), (0x1C, 0x20), (0x85, 0x85), (0xA0, 0xA0), (0x1680, 0x1680), (0x2000, 0x200A),
+                 (0x2028, 0x2029), (0x202F, 0x202F), (0x205F, 0x205F), (0x3000, 0x3000)]
+_DIGIT_BLOCKS = (  # Unicode decimal digits (category Nd, up to Unicode 16) beyond ASCII: runs of ten
+    0x660, 0x6F0, 0x7C0, 0x966, 0x9E6, 0xA66, 0xAE6, 0xB66, 0xBE6, 0xC66, 0xCE6, 0xD66, 0xDE6, 0xE50, 0xED0, 0xF20,
+    0x1040, 0x1090, 0x17E0, 0x1810, 0x1946, 0x19D0, 0x1A80, 0x1A90, 0x1B50, 0x1BB0, 0x1C40, 0x1C50, 0xA620, 0xA8D0,
+    0xA900, 0xA9D0, 0xA9F0, 0xAA50, 0xABF0, 0xFF10, 0x104A0, 0x10D30, 0x10D40, 0x11066, 0x110F0, 0x11136, 0x111D0,
+    0x112F0, 0x11450, 0x114D0, 0x11650, 0x116C0, 0x116D0, 0x11730, 0x118E0, 0x11950, 0x11BF0, 0x11C50, 0x11D50,
+    0x11DA0, 0x11F50, 0x16130, 0x16A60, 0x16AC0, 0x16B50, 0x16D70, 0x1CCF0, 0x1D7CE, 0x1D7D8, 0x1D7E2, 0x1D7EC,
+    0x1D7F6, 0x1E140, 0x1E2F0, 0x1E4F0, 0x1E5F1, 0x1E950, 0x1FBF0)
+_ANY_DIGIT = _ASCII_DIGIT + [(a, a + 9) for a in _DIGIT_BLOCKS]
+_ANY_WORD = _ASCII_WORD + [(0x80, 0x10FFFF)]  # Python's Unicode \w, over-approximated by everything non-ASCII
+_LINE_TERMINATORS = [(0x0A, 0x0A), (0x0D, 0x0D), (0x2028, 0x2029)]  # ECMA's "." matches none (Python's: not \n)
+_QUOTE = rx.literal('"')
+_NAMED_GROUP = re.compile(r"\(\?<(?![=!])")
 
 
-_MAX_CP = 0x10FFFF
-_FORBIDDEN = [(0x00, 0x1F), (0x22, 0x22), (0x5C, 0x5C)]  # must be escaped inside a JSON string
-_CATEGORIES = {  # ASCII members only: a subset of Python's Unicode classes
-    "CATEGORY_DIGIT": [(0x30, 0x39)],
-    "CATEGORY_WORD": [(0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)],
-    "CATEGORY_SPACE": [(0x09, 0x0D), (0x20, 0x20)],
-}
-_ASCII = [(0, 0x7F)]
-_SHORT_ESCAPES = {0x22: '\\\\"', 0x5C: r"\\\\", 0x08: r"\\b", 0x0C: r"\\f", 0x0A: r"\\n", 0x0D: r"\\r", 0x09: r"\\t"}
-
-
-def _normalise(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
+def _complement(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out, prev = [], 0
     for lo, hi in sorted(ranges):
-        if out and lo <= out[-1][1] + 1:
-            out[-1] = (out[-1][0], max(out[-1][1], hi))
-        else:
-            out.append((lo, hi))
-    return out
+        if lo > prev:
+            out.append((prev, lo - 1))
+        prev = max(prev, hi + 1)
+    return out + ([(prev, 0x10FFFF)] if prev <= 0x10FFFF else [])
 
 
-def _complement(ranges: list[tuple[int, int]], universe: list[tuple[int, int]] | None = None) -> list:
-    universe = universe or [(0, _MAX_CP)]
-    out, ranges = [], _normalise(ranges)
-    for ulo, uhi in universe:
-        cur = ulo
-        for lo, hi in ranges:
-            if hi < cur or lo > uhi:
-                continue
-            if lo > cur:
-                out.append((cur, lo - 1))
-            cur = max(cur, hi + 1)
-        if cur <= uhi:
-            out.append((cur, uhi))
-    return _normalise(out)
-
-
-def _intersect(a: list, b: list) -> list:
+def _intersect(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return _complement(_complement(a) + _complement(b))
 
 
-def _class_char(cp: int) -> str:
-    ch = chr(cp)
-    if ch in "\\]^-[":
-        return "\\" + ch
-    if cp < 0x20 or cp == 0x7F:
-        return f"\\x{cp:02x}"
-    return ch
+# Each class escape as (sure, maybe): the characters that both readings of a pattern, ECMA-262's (the standard's)
+# and Python's ``re`` (Python validators'), put in it, and those that either one does. A class holds its sure
+# members; a negated class leaves out the maybe ones. So the language is valid under both readings.
+_CATEGORIES = {
+    "DIGIT": (_ASCII_DIGIT, _ANY_DIGIT),
+    "NOT_DIGIT": (_complement(_ANY_DIGIT), _complement(_ASCII_DIGIT)),
+    "WORD": (_ASCII_WORD, _ANY_WORD),
+    "NOT_WORD": (_complement(_ANY_WORD), _complement(_ASCII_WORD)),
+    "SPACE": (_intersect(_ECMA_SPACE, _PYTHON_SPACE), _ECMA_SPACE + _PYTHON_SPACE),
+    "NOT_SPACE": (_complement(_ECMA_SPACE + _PYTHON_SPACE), _complement(_intersect(_ECMA_SPACE, _PYTHON_SPACE))),
+}
 
 
-def _class_body(ranges: list[tuple[int, int]]) -> str:
-    return "".join(_class_char(lo) if lo == hi else f"{_class_char(lo)}-{_class_char(hi)}" for lo, hi in ranges)
+@functools.lru_cache(maxsize=1024)
+def pattern_string(pattern: str) -> rx.Rx:
+    """The JSON string texts (quotes included, canonical spelling) whose content ``pattern`` matches somewhere.
+
+    Raises:
+        UnsupportedPattern: syntax errors and the constructs named in the module docstring.
+    """
+    try:
+        parsed = _parser.parse(_NAMED_GROUP.sub("(?P<", pattern))
+    except (re.error, OverflowError, RecursionError) as exc:
+        raise UnsupportedPattern(f"{pattern!r}: {exc}") from None
+    if parsed.state.flags & (re.IGNORECASE | re.MULTILINE | re.LOCALE | re.VERBOSE | re.ASCII):
+        raise UnsupportedPattern(f"inline flags in {pattern!r}")
+    body = _Reader(pattern, bool(parsed.state.flags & re.DOTALL)).seq(parsed)
+    around = rx.star(CHAR)
+    search = rx.concat(rx.optional(rx.concat(_QUOTE, around)), body, rx.optional(rx.concat(around, _QUOTE)))
+    return rx.inter(search, STRING)
 
 
-def _charset_rx(ranges: list[tuple[int, int]]) -> Rx:
-    """Regex for one JSON-string character (raw or escaped) whose decoded value lies in ``ranges``."""
-    ranges = _normalise(ranges)
-    safe = _intersect(ranges, _complement(_FORBIDDEN))
-    options: list[Rx] = []
-    if len(safe) == 1 and safe[0][0] == safe[0][1]:
-        options.append(lit(chr(safe[0][0])))
-    elif safe and safe[-1][1] == _MAX_CP:  # mostly everything: a negated class is far smaller
-        options.append(f"[^{_class_body(_complement(safe))}]")
-    elif safe:
-        options.append(f"[{_class_body(safe)}]")
-    members = lambda cp: any(lo <= cp <= hi for lo, hi in ranges)  # noqa: E731
-    if all(members(cp) for cp in range(0x20)):
-        options.append(rf"\\(?:[bfnrt]|u00[01]{HEX})")
-        controls: list[int] = []
-    else:
-        controls = [cp for cp in range(0x20) if members(cp)]
-    for cp in controls + [0x22, 0x5C, 0x2F]:
-        if not members(cp):
-            continue
-        hexs = "".join(f"[{d.lower()}{d.upper()}]" if d.isalpha() else d for d in f"{cp:04x}")
-        short = _SHORT_ESCAPES.get(cp, r"\\/" if cp == 0x2F else None)
-        options.append(short if cp in (0x22, 0x5C, 0x2F) else alt([short, r"\\u" + hexs]))
-    return alt(options)
-
-
-_BEGIN = ((_sre_c.AT, _sre_c.AT_BEGINNING), (_sre_c.AT, _sre_c.AT_BEGINNING_STRING))
-_END = ((_sre_c.AT, _sre_c.AT_END), (_sre_c.AT, _sre_c.AT_END_STRING))
-
-
-class _PatternTranslator:
-    """Translate a Python-syntax regex over decoded characters into one over JSON string contents."""
-
-    def __init__(self, pattern: str):
-        self.pattern = pattern
-        try:
-            self.parsed = _sre_p.parse(pattern)
-        except (re.error, OverflowError, RecursionError) as exc:
-            raise UnsupportedPattern(f"{pattern!r} ({exc})") from None
-        flags = self.parsed.state.flags
-        if flags & (re.IGNORECASE | re.MULTILINE | re.LOCALE | re.ASCII):
-            self.fail("inline flags")
-        self.dotall = bool(flags & re.DOTALL)
+class _Reader:
+    def __init__(self, pattern: str, dotall: bool):
+        self.pattern, self.dotall = pattern, dotall
 
     def fail(self, what: str) -> None:
         raise UnsupportedPattern(f"{what} in {self.pattern!r}")
 
-    def translate(self, items: list) -> tuple[Rx, bool, bool]:
-        """(regex of ``items`` without edge anchors, anchored at start, anchored at end)."""
-        begin = bool(items) and items[0] in _BEGIN
-        items = items[1:] if begin else items
-        end = bool(items) and items[-1] in _END
-        items = items[:-1] if end else items
-        return self.seq(items), begin, end
+    def seq(self, items) -> rx.Rx:
+        return rx.concat(*(self.item(op, av) for op, av in items))
 
-    def content_with_length(self, min_len: int, max_len: int | None) -> Rx:
-        """:meth:`content` limited to ``min_len`` to ``max_len`` characters, where that stays exact."""
-        core, begin, end = self.translate(list(self.parsed))
-        if core is None:
-            return None
-        items = list(self.parsed)[int(begin):len(self.parsed) - int(end)]
-        lo, hi = _sre_p.SubPattern(self.parsed.state, items).getwidth()
-        if begin and end and min_len <= lo and (max_len is None or hi <= max_len):
-            return core  # the pattern's own length range already satisfies the limits
-        if begin and end and len(items) == 1 and items[0][0] is _sre_c.MAX_REPEAT and len(items[0][1][2]) == 1 \
-                and items[0][1][2][0][0] in (_sre_c.IN, _sre_c.LITERAL, _sre_c.ANY, _sre_c.NOT_LITERAL):
-            rlo, rhi, sub = items[0][1]
-            rhi = None if rhi == _sre_c.MAXREPEAT else rhi
-            new_lo = max(rlo, min_len)
-            new_hi = max_len if rhi is None else (rhi if max_len is None else min(rhi, max_len))
-            if new_hi is not None and new_hi < new_lo:
-                return None
-            char = self.item(*sub[0])
-            return None if char is None else repeat(char, new_lo, new_hi)
-        raise UnsupportedPattern("combined with minLength/maxLength")
-
-    def content(self) -> Rx:
-        """Regex for JSON string contents whose decoded text contains a match (``re.search`` semantics)."""
-        return self.edges(list(self.parsed), True, True)
-
-    def edges(self, items: list, left: bool, right: bool) -> Rx:
-        """``items`` padded with any characters on the open sides; anchors are honoured at the edges, including
-        inside alternations that sit at an edge (``^a$|^b$``)."""
-        if items and items[0] in _BEGIN:
-            items, left = items[1:], False
-        if items and items[-1] in _END:
-            items, right = items[:-1], False
-        if len(items) == 1 and items[0][0] is _sre_c.BRANCH and (left or right):
-            return alt([self.edges(list(branch), left, right) for branch in items[0][1][1]])
-        if len(items) > 1 and left and items[0][0] is _sre_c.BRANCH:
-            head, tail = self.edges(items[:1], left, False), self.edges(items[1:], False, right)
-            return None if head is None or tail is None else head + tail
-        if len(items) > 1 and right and items[-1][0] is _sre_c.BRANCH:
-            head, tail = self.edges(items[:-1], left, False), self.edges(items[-1:], False, right)
-            return None if head is None or tail is None else head + tail
-        core = self.seq(items)
-        pad = f"{CHAR}*"
-        return None if core is None else f"{pad if left else ''}{core}{pad if right else ''}"
-
-    def seq(self, items: list) -> Rx:
-        out = []
-        for op, av in items:
-            rx = self.item(op, av)
-            if rx is None:
-                return None
-            out.append(rx)
-        return "".join(out)
-
-    def item(self, op: Any, av: Any) -> Rx:
-        c = _sre_c
-        if op is c.LITERAL:
-            return _charset_rx([(av, av)])
-        if op is c.NOT_LITERAL:
-            return _charset_rx(_complement([(av, av)]))
-        if op is c.ANY:
-            return _charset_rx([(0, _MAX_CP)] if self.dotall else _complement([(0x0A, 0x0A)]))
-        if op is c.IN:
-            return _charset_rx(self.charset(av))
-        if op is c.BRANCH:
-            return alt([self.seq(list(branch)) for branch in av[1]])
-        if op is c.SUBPATTERN:
-            _, add_flags, del_flags, sub = av
-            if add_flags or del_flags:
+    def item(self, op, av) -> rx.Rx:
+        if op is _c.LITERAL:
+            return char_in([(av, av)])
+        if op is _c.NOT_LITERAL:
+            return char_in(_complement([(av, av)]))
+        if op is _c.ANY:
+            return char_in(_ALL if self.dotall else _complement(_LINE_TERMINATORS))
+        if op is _c.IN:
+            return char_in(self.charset(av))
+        if op is _c.BRANCH:
+            return rx.alt(*(self.seq(branch) for branch in av[1]))
+        if op is _c.SUBPATTERN:
+            if av[1] or av[2]:
                 self.fail("inline flags")
-            inner = self.seq(list(sub))
-            return None if inner is None else group(inner)
-        if op in (c.MAX_REPEAT, c.MIN_REPEAT):  # laziness does not change the language of re.search
+            return self.seq(av[3])
+        if op in (_c.MAX_REPEAT, _c.MIN_REPEAT):  # laziness changes no language
             lo, hi, sub = av
-            inner = self.seq(list(sub))
-            hi = None if hi == c.MAXREPEAT else hi
-            if inner is None:
-                return "" if lo == 0 else None
-            return repeat(inner, lo, hi) if inner else ""
-        if op is c.AT:
-            self.fail("anchor or word boundary not at the pattern's ends")
-        if op in (c.ASSERT, c.ASSERT_NOT):
-            self.fail("look-around")
-        if op in (c.GROUPREF, c.GROUPREF_EXISTS):
-            self.fail("back-reference")
-        self.fail(f"construct {op}")
-        return None  # unreachable
+            hi = None if hi == _c.MAXREPEAT else hi
+            if lo > rx.MAX_REPEAT or (hi is not None and hi > rx.MAX_REPEAT):
+                self.fail(f"a repetition bound above {rx.MAX_REPEAT:,}")
+            return rx.repeat(self.seq(sub), lo, hi)
+        if op is _c.AT:
+            if av in (_c.AT_BEGINNING, _c.AT_BEGINNING_STRING, _c.AT_END, _c.AT_END_STRING):
+                return _QUOTE
+            self.fail("word boundaries (\\b, \\B)")
+        if op in (_c.ASSERT, _c.ASSERT_NOT):
+            self.fail("look-around assertions")
+        if op in (_c.GROUPREF, _c.GROUPREF_EXISTS):
+            self.fail("backreferences")
+        self.fail(f"the construct {op}")
+        raise AssertionError  # unreachable
 
-    def charset(self, items: list) -> list[tuple[int, int]]:
-        c = _sre_c
-        negate, ranges, ascii_only = False, [], False
+    def charset(self, items) -> list[tuple[int, int]]:
+        negate = any(op is _c.NEGATE for op, _ in items)
+        ranges = []
         for op, av in items:
-            if op is c.NEGATE:
-                negate = True
-            elif op is c.LITERAL:
+            if op is _c.LITERAL:
                 ranges.append((av, av))
-            elif op is c.RANGE:
+            elif op is _c.RANGE:
                 ranges.append(av)
-            elif op is c.CATEGORY:
-                name = str(av)
-                base = name.replace("CATEGORY_NOT_", "CATEGORY_")
-                if base not in _CATEGORIES:
-                    self.fail(f"character category {name}")
-                if name.startswith("CATEGORY_NOT_"):
-                    ranges += _complement(_CATEGORIES[base], _ASCII)
-                    ascii_only = True
-                else:
-                    ranges += _CATEGORIES[base]
-                    ascii_only = ascii_only or negate
-            else:
-                self.fail(f"character class item {op}")
-        if negate:
-            ranges = _complement(ranges)
-            ascii_only = ascii_only or any(op is c.CATEGORY for op, _ in items)
-        if ascii_only:  # Python's Unicode \d \w \s differ from their ASCII members: stay inside ASCII
-            ranges = _intersect(ranges, _ASCII)
-        return ranges
-
-
+            elif op is _c.CATEGORY:
+                sure, maybe = _CATEGORIES[str(av).replace("CATEGORY_", "")]
+                ranges += maybe if negate else sure
+            elif op is not _c.NEGATE:
+                self.fail(f"the class item {op}")
+        return _complement(ranges) if negate else ranges

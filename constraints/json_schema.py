@@ -1,645 +1,90 @@
-"""JSON Schema -> regular expression, for JSON-constrained decoding.
+"""JSON Schema as a context-free grammar: :func:`schema_to_cfg`, and :class:`JsonSchema`, its :class:`Grammar`.
 
-``schema_to_regex(schema)`` returns a Python ``re`` pattern (also parseable by ``interegular``) whose full matches
-are JSON texts that validate against ``schema``: the translation is *sound*, and complete only within the subset
-of valid texts that the decisions below describe. :class:`JsonSchema` is that regex as a constraint.
+Every subschema (more exactly every node of :mod:`~decoding.constraints.json_normal`: a set of conjoined
+subschemas) is one rule, memoised, so ``$ref`` cycles are recursive rules: nesting is unbounded and nothing is
+unrolled. A value rule's alternatives are one terminal for all its scalars (strings, numbers, ``true``/``false``/
+``null``, ``enum`` values) and a rule per object or array alternative. Terminals are coarse, a whole string or number
+each, so masks stay fast; the structure (``{ } [ ] , :``) is rules. The translation is *sound*: every text
+accepted is a JSON text valid under the schema; it is *complete* for the compact texts with properties in the
+schema's order (or in any order, ``key_order="any"``), within these decisions:
 
-    >>> import re
-    >>> rx = schema_to_regex({"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}},
-    ...                       "required": ["n"], "additionalProperties": False})
-    >>> bool(re.fullmatch(rx, '{"n":42}')), bool(re.fullmatch(rx, '{"n":0}'))
-    (True, False)
+* Compact JSON, unless ``whitespace`` (a regex over JSON white space such as ``r"[ \\n]{0,4}"``) is given: then
+  it may follow ``{ [ , :`` and precede ``} ] , :``, never around the whole text.
+* Strings are spelled canonically (:mod:`~decoding.constraints.json_lexical`): ``\\u`` escapes only for control
+  characters, never for surrogates, so each character has one spelling and lengths and exclusions are exact.
+* Objects: the named properties (``properties``, then ``required``, ``dependentRequired`` names) come first, in
+  the schema's order, each at most once; then other members, whose keys differ from every named one (free keys
+  may repeat among themselves: ``{"x":1,"x":2}`` is one property once parsed, so a count of free keys counts
+  one towards ``minProperties``). ``key_order="any"`` lets named members come in any order, and free ones
+  between them, up to 8 named properties per object.
+* Numbers: ``type: number`` alone is JSON's number grammar; any other numeric keyword restricts numbers to
+  decimals without exponent, where bounds of any value and ``multipleOf`` are exact
+  (:mod:`~decoding.constraints.number_ranges`); a ``multipleOf`` whose remainder automaton is too big keeps 100
+  multiples near the lower bound. Integers are written without a fraction (``2``, not ``2.0``, which draft 4
+  and Python validators read as a float).
+* ``uniqueItems`` holds when at most one item fits, or when items come from at most 8 literal values (each used
+  once); otherwise it is refused. Lengths and counts above 100,000 are lowered to it; a count chain longer than
+  4,096 (``minItems``...) is refused; ``maxItems``/``maxProperties`` beyond the lower bound plus 256 are lowered.
+* ``format``: see :mod:`~decoding.constraints.json_formats`; ``pattern``: :mod:`~decoding.constraints.json_pattern`.
 
-Supported: ``type``; ``properties``, ``required``, ``additionalProperties``, ``patternProperties``,
-``minProperties``/``maxProperties``; ``items`` (also draft-4 tuples), ``prefixItems``, ``additionalItems``,
-``minItems``, ``maxItems``, ``uniqueItems`` (false, or maxItems <= 1); ``enum``, ``const``; ``minLength``,
-``maxLength``, ``pattern`` (:mod:`~decoding.constraints.json_pattern`), ``format`` (date, time, date-time, email,
-uuid, uri/url, ipv4); ``minimum``, ``maximum``, ``exclusiveMinimum``, ``exclusiveMaximum`` (draft-4 booleans too);
-``anyOf``, ``oneOf``, ``allOf``; ``$ref`` to anything in the document, against the base URI of the enclosing
-``$id`` (:mod:`~decoding.constraints.json_refs`). Other keywords that constrain values raise
-:class:`UnsupportedSchemaError` naming the keyword and its JSON pointer; annotations (``title``, ``x-...``) are
-ignored, as validators ignore them.
+Whatever cannot be expressed raises :class:`UnsupportedSchemaError` naming the keyword and its JSON pointer, and
+so does a compile that passes its ``deadline`` (1 s by default). A schema that admits no value raises
+``ValueError``.
 
-Decisions (each keeps the language a subset of the valid texts):
-
-* Layout: compact unless ``whitespace`` (a regex such as ``r"[ \\n]?"``) is given; it may then appear after
-  ``{ [ , :`` and before ``} ] , :``, never around the whole value.
-* Objects with ``properties``/``required`` hold only those members, in the schema's order, each at most once (so
-  ``minProperties``/``maxProperties`` count exactly), optional ones possibly absent, each also under the
-  ``patternProperties`` it matches; no extra member even where allowed. Other objects are generic:
-  any keys (or keys matching the one ``patternProperties`` pattern), values under ``additionalProperties``. A
-  free-form key may repeat (no regex can rule that out); that changes no validity result except
-  ``minProperties`` >= 2, which is refused for generic objects.
-* ``oneOf`` is read as ``anyOf`` (sound when its branches are disjoint, as tagged unions are). ``allOf`` and
-  ``$ref`` beside other keywords merge the subschemas; ``enum``/``const`` values merge as JSON values
-  (``1 == 1.0``, ``1 != true``); keywords that cannot merge are refused.
-* ``$ref`` recursion unrolls at most ``max_depth`` times along a path; generic values nest at most
-  ``min(max_depth, 2)`` levels; a schema left with no value raises ``ValueError`` (as ``false`` does).
-* Strings use the JSON escapes but never ``\\u`` escapes of surrogates (each escape is one code point, so lengths
-  count exactly). Numbers with bounds: integers exactly, ``number`` with integer-valued bounds only, written
-  without exponent (:mod:`~decoding.constraints.number_ranges`). ``format`` takes length limits only when its own
-  length range satisfies them.
-* Counts above 10,000 are lowered to it; regexes over 10**6 characters are refused.
+Example:
+    >>> c = JsonSchema({"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}},
+    ...                 "required": ["n"], "additionalProperties": False})
+    >>> c.matches('{"n":42}'), c.matches('{"n":0}'), c.matches('{"n":1,"n":2}')
+    (True, False, False)
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import math
-import re
+from itertools import combinations
+from collections import deque
+from decimal import Decimal
 from typing import Any
-from urllib.parse import unquote
 
+from decoding.constraints import rx
+from decoding.constraints.cfg import Cfg, GrammarBuilder, GrammarError
+from decoding.constraints.grammar import Grammar
+from decoding.constraints.json_formats import format_content
 from decoding.constraints.json_lexical import (
-    CHAR, FORMATS, INT, NUMBER, STRING, Rx, alt, dumps, format_width, group, json_literal, lit, repeat,
+    CHAR, DECIMAL, FRACTIONAL, INTEGER, NUMBER, STRING, dumps, json_equal, literal_values, number_spellings, quoted,
 )
-from decoding.constraints.json_pattern import UnsupportedPattern, pattern_content
-from decoding.constraints.json_refs import local_refs
-from decoding.constraints.number_ranges import signed_range
-from decoding.constraints.regex import Regex
+from decoding.constraints.json_normal import (
+    Clock, Conj, Flat, Node, Normaliser, UnsupportedSchemaError, at, json_type, refuse,
+)
+from decoding.constraints.json_pattern import pattern_string
+from decoding.constraints.number_ranges import decimal_range, multiple_of
 
-__all__ = ["JsonSchema", "UnsupportedSchemaError", "schema_to_regex"]
+__all__ = ["JsonSchema", "UnsupportedSchemaError", "schema_to_cfg"]
 
-
-class UnsupportedSchemaError(ValueError):
-    """A schema keyword (or keyword value) this translator cannot express; names the keyword and its pointer."""
-
-
-Schema = dict | bool
-
-_MAX_COUNT = 10_000  # larger length/count limits are lowered to this (a subset)
-_GENERIC_DEPTH = 2  # unconstrained values ({} / true) nest at most this deep (and at most max_depth)
-_MAX_REGEX = 1_000_000  # characters; bigger translations are refused (an automaton could not be built anyway)
-
-# Keywords that constrain values and are not supported at all.
-_UNSUPPORTED = frozenset({
-    "propertyNames", "dependencies", "dependentRequired", "dependentSchemas", "not", "if",
-    "then", "else", "contains", "minContains", "maxContains", "unevaluatedProperties", "unevaluatedItems",
-    "multipleOf", "$dynamicRef", "$recursiveRef", "extends", "disallow", "divisibleBy",
-})
-# Keywords that constrain values (everything else is an annotation or unknown, hence ignored).
-_ASSERTIONS = frozenset({
-    "type", "enum", "const", "properties", "patternProperties", "required", "additionalProperties", "minProperties", "maxProperties",
-    "items", "prefixItems", "additionalItems", "minItems", "maxItems", "uniqueItems", "minLength", "maxLength",
-    "pattern", "format", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "anyOf", "oneOf", "allOf",
-    "$ref",
-}) | _UNSUPPORTED
-_OBJECT_KW = ("properties", "patternProperties", "required", "additionalProperties", "minProperties", "maxProperties")
-_ARRAY_KW = ("items", "prefixItems", "additionalItems", "minItems", "maxItems", "uniqueItems")
-_STRING_KW = ("minLength", "maxLength", "pattern", "format")
-_NUMBER_KW = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
-_TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
+KEY_ORDERS = ("schema", "any")
+MAX_ANY_ORDER = 8  # named properties per object under key_order="any" (2^n states)
+MAX_PATTERNS = 6  # patternProperties per object (2^n key regions)
+MAX_UNIQUE_VALUES = 8  # uniqueItems over a finite set of values (2^n states)
+MAX_CHAIN = 4_096  # states of one count chain (minItems, minProperties...)
+MAX_SPAN = 256  # how far maxItems/maxProperties are honoured above the lower bound
+_MULTIPLES_KEPT = 100
+_JSON_SPACE = rx.from_regex(r"[ \t\n\r]*")
+_SCALARS = frozenset({"null", "boolean", "string", "integer", "fraction"})
 
 
-def _load(schema: dict | str | bool) -> Schema:
-    if isinstance(schema, str):
-        try:
-            schema = json.loads(schema)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"schema is not valid JSON: {exc}") from None
-    if isinstance(schema, bool):
-        if not schema:
-            raise ValueError("schema is false: no JSON value is valid")
-        return schema
-    if not isinstance(schema, dict):
-        raise ValueError(f"schema must be a JSON object (or true), got {type(schema).__name__}")
-    return schema
-
-
-def json_equal(a: Any, b: Any) -> bool:
-    """Equality of JSON values: booleans are not numbers (1 != true, 0 != false), numbers compare by value
-    (1 == 1.0), arrays and objects member by member."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return a == b
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(map(json_equal, a, b))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
-    return type(a) is type(b) and a == b
-
-
-def _at(ptr: str) -> str:
-    """The JSON pointer shown in messages ("/" for the document root)."""
-    return ptr or "/"
-
-
-def _esc_ptr(key: str) -> str:
-    return str(key).replace("~", "~0").replace("/", "~1")
-
-
-def _constraining(schema: dict) -> list[str]:
-    return [k for k in schema if k in _ASSERTIONS]
-
-
-def _number_bound(schema: dict, ptr: str, lower: bool) -> tuple[float | None, bool]:
-    """(bound, exclusive) combining draft-4 boolean and draft-6 numeric exclusive bounds."""
-    key, ex_key = ("minimum", "exclusiveMinimum") if lower else ("maximum", "exclusiveMaximum")
-    best: tuple[float | None, bool] = (None, False)
-    for name, value, exclusive in ((key, schema.get(key), bool(schema.get(ex_key) is True)),
-                                   (ex_key, schema.get(ex_key), True)):
-        if isinstance(value, bool) or value is None:
-            continue
-        if not isinstance(value, (int, float)):
-            raise ValueError(f"'{name}' at {_at(ptr)} must be a number, got {value!r}")
-        if math.isinf(value) or math.isnan(value):
-            continue
-        if best[0] is None or (value > best[0] if lower else value < best[0]) or (value == best[0] and exclusive):
-            best = (value, exclusive)
-    return best
-
-
-def _count(schema: dict, key: str, ptr: str, default: int | None) -> int | None:
-    value = schema.get(key, default)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != int(value):
-        raise ValueError(f"'{key}' at {ptr}/{key} must be a non-negative integer, got {value!r}")
-    value = int(value)
-    if key.startswith("min") and value > _MAX_COUNT:
-        raise UnsupportedSchemaError(f"unsupported keyword '{key}' at {_at(ptr)}: {value} is above {_MAX_COUNT}")
-    return min(value, _MAX_COUNT)
-
-
-class _Translator:
-    def __init__(self, root: Schema, whitespace: str, max_depth: int):
-        self.root, self.max_depth = root, max_depth
-        self.ws = group(whitespace) if whitespace else ""
-        self.generic_depth = min(max_depth, _GENERIC_DEPTH)
-        self._any_cache: dict[int, str] = {}
-
-    # -- tokens ------------------------------------------------------------------------------------------------
-    def tok(self, char: str) -> str:
-        """A structural character with optional whitespace around it."""
-        return f"{self.ws}{lit(char)}{self.ws}"
-
-    def any_value(self, depth: int) -> str:
-        if depth not in self._any_cache:
-            options = [STRING, NUMBER, "true", "false", "null"]
-            if depth > 0:
-                inner = self.any_value(depth - 1)
-                options.append(self.array_of(inner, 0, None))
-                options.append(self.generic_object(inner, 0, None))
-            self._any_cache[depth] = group("|".join(options))
-        return self._any_cache[depth]
-
-    def array_of(self, item: Rx, lo: int, hi: int | None) -> Rx:
-        open_, close, comma = lit("[") + self.ws, self.ws + lit("]"), self.tok(",")
-        if hi is not None and hi < lo:
-            return None
-        if item is None or hi == 0:
-            return open_ + close if lo == 0 else None
-        body = item + repeat(comma + item, max(lo - 1, 0), None if hi is None else hi - 1)
-        return open_ + (body if lo > 0 else f"{group(body)}?") + close
-
-    def generic_object(self, value: Rx, lo: int, hi: int | None, key: str = STRING, ptr: str = "") -> Rx:
-        """Objects of ``lo`` to ``hi`` members with keys from ``key`` (free-form: a key may repeat)."""
-        if hi is not None and hi < lo:
-            return None
-        open_, close = lit("{") + self.ws, self.ws + lit("}")
-        if value is None or hi == 0:
-            return open_ + close if lo == 0 else None
-        if lo >= 2:  # {"a":1,"a":2} has one property once parsed, and no regex can exclude repeated free keys
-            raise UnsupportedSchemaError(
-                f"unsupported keyword 'minProperties' at {_at(ptr)}: {lo} distinct keys without listed properties")
-        pair = key + self.tok(":") + value
-        body = pair + repeat(self.tok(",") + pair, max(lo - 1, 0), None if hi is None else hi - 1)
-        return open_ + (body if lo > 0 else f"{group(body)}?") + close
-
-    # -- references and merging -----------------------------------------------------------------------------------
-    def resolve(self, ref: Any, ptr: str) -> Schema:
-        """The schema at ``ref``, a pointer from the document root (:func:`local_refs` rewrote every reference
-        that the document holds in that form)."""
-        if not isinstance(ref, str) or not (ref == "#" or ref.startswith("#/")):
-            raise UnsupportedSchemaError(
-                f"unsupported keyword '$ref' at {_at(ptr)}: {ref!r} is not in this document (no remote references)")
-        fragment = unquote(ref[1:])
-        node: Any = self.root
-        for part in fragment.split("/")[1:]:
-            part = part.replace("~1", "/").replace("~0", "~")
-            if isinstance(node, dict) and part in node:
-                node = node[part]
-            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-                node = node[int(part)]
-            else:
-                raise ValueError(f"'$ref' at {_at(ptr)}: {ref!r} does not resolve")
-        if not isinstance(node, (dict, bool)):
-            raise ValueError(f"'$ref' at {_at(ptr)}: {ref!r} is not a schema")
-        return node
-
-    def deref(self, schema: Schema, ptr: str, stack: tuple) -> tuple[Schema | None, str, tuple]:
-        """Follow a top-level ``$ref`` (merging siblings); None once recursion exceeds max_depth."""
-        while isinstance(schema, dict) and "$ref" in schema:
-            ref = schema["$ref"]
-            if stack.count(ref) >= self.max_depth:
-                return None, ptr, stack
-            target = self.resolve(ref, f"{ptr}/$ref")
-            stack = stack + (ref,)
-            siblings = {k: v for k, v in schema.items() if k != "$ref"}
-            if _constraining(siblings):  # $ref beside other keywords: both apply (allOf)
-                return {**siblings, "allOf": [target, *siblings.get("allOf", [])]}, ptr, stack
-            schema, ptr = target, unquote(ref[1:])
-        return schema, ptr, stack
-
-    def merge(self, a: Schema, b: Schema, ptr: str) -> Schema:
-        """A schema whose instances are those of both ``a`` and ``b`` (allOf), for the supported keywords."""
-        if a is True or b is False:
-            return b
-        if b is True or a is False:
-            return a
-        if "$ref" in a or "$ref" in b:
-            raise UnsupportedSchemaError(f"unsupported keyword '$ref' at {_at(ptr)}: nested in a merged allOf")
-        for x, y in ((a, b), (b, a)):
-            if "patternProperties" in x and ("properties" in y or "additionalProperties" in y):
-                raise UnsupportedSchemaError(
-                    f"unsupported keyword 'patternProperties' at {_at(ptr)}: cannot combine with properties in allOf")
-        out = dict(a)
-        for key, vb in b.items():
-            if key not in out or json_equal(out[key], vb) or key not in _ASSERTIONS:
-                out.setdefault(key, vb)
-                continue
-            va = out[key]
-            if key == "type":
-                out[key] = self.merge_types(va, vb)
-            elif key == "required":
-                out[key] = list(dict.fromkeys(list(va) + list(vb)))
-            elif key == "enum":
-                out[key] = [v for v in va if any(json_equal(v, w) for w in vb)]
-            elif key == "const":  # two different values
-                return False
-            elif key in ("minimum", "minLength", "minItems", "minProperties"):
-                out[key] = max(va, vb)
-            elif key in ("maximum", "maxLength", "maxItems", "maxProperties"):
-                out[key] = min(va, vb)
-            elif key == "allOf":
-                out[key] = list(va) + list(vb)
-            elif key in ("items", "additionalProperties", "additionalItems") and not isinstance(va, list) \
-                    and not isinstance(vb, list):
-                out[key] = self.merge(va, vb, f"{ptr}/{key}")
-            elif key == "properties":
-                out[key] = self.merge_properties(a, b, ptr)
-            else:
-                raise UnsupportedSchemaError(f"unsupported keyword '{key}' at {_at(ptr)}: cannot combine two values in allOf")
-        if "properties" in out and ("properties" in a) != ("properties" in b):
-            out["properties"] = self.merge_properties(a, b, ptr)
-        return out
-
-    def merge_properties(self, a: dict, b: dict, ptr: str) -> dict:
-        pa, pb = a.get("properties", {}), b.get("properties", {})
-        out = {}
-        for name in list(dict.fromkeys(list(pa) + list(pb))):
-            sa = pa.get(name, a.get("additionalProperties", True))
-            sb = pb.get(name, b.get("additionalProperties", True))
-            out[name] = self.merge(sa, sb, f"{ptr}/properties/{_esc_ptr(name)}")
-        return out
-
-    @staticmethod
-    def merge_types(va: Any, vb: Any) -> list[str]:
-        ta = [va] if isinstance(va, str) else list(va)
-        tb = [vb] if isinstance(vb, str) else list(vb)
-        out = [t for t in ta if t in tb]
-        out += [t for t in ("integer",) if ("integer" in ta and "number" in tb) or ("number" in ta and "integer" in tb)]
-        return list(dict.fromkeys(out))
-
-    # -- schemas ---------------------------------------------------------------------------------------------------
-    def build(self, schema: Any, ptr: str, stack: tuple = (), depth: int = 0) -> Rx:
-        if schema is True:
-            return self.any_value(self.generic_depth)
-        if schema is False:
-            return None
-        if not isinstance(schema, dict):
-            raise ValueError(f"schema at {_at(ptr)} must be an object or a boolean, got {type(schema).__name__}")
-        for key in schema:
-            if key in _UNSUPPORTED:
-                raise UnsupportedSchemaError(f"unsupported keyword '{key}' at {_at(ptr)}")
-        if "$ref" in schema:
-            target, new_ptr, new_stack = self.deref(schema, ptr, stack)
-            return None if target is None else self.build(target, new_ptr, new_stack)
-        if "allOf" in schema:
-            return self.build_all_of(schema, ptr, stack)
-        if "anyOf" in schema or "oneOf" in schema:
-            return self.build_any_of(schema, ptr, stack)
-        if "enum" in schema or "const" in schema:
-            return self.build_enum(schema, ptr, stack)
-        return alt([self.build_type(t, schema, ptr, stack) for t in self.types(schema, ptr)])
-
-    def build_all_of(self, schema: dict, ptr: str, stack: tuple) -> Rx:
-        subs = schema["allOf"]
-        if not isinstance(subs, list):
-            raise ValueError(f"'allOf' at {_at(ptr)} must be a list")
-        merged: Schema = {k: v for k, v in schema.items() if k != "allOf"}
-        for i, sub in enumerate(subs):
-            sub, _, stack = self.deref(sub, f"{ptr}/allOf/{i}", stack)
-            if sub is None:
-                return None
-            merged = self.merge(merged, sub, f"{ptr}/allOf/{i}")
-        return self.build(merged, ptr, stack)
-
-    def build_any_of(self, schema: dict, ptr: str, stack: tuple) -> Rx:
-        if "anyOf" in schema and "oneOf" in schema:
-            raise UnsupportedSchemaError(f"unsupported keyword 'oneOf' at {_at(ptr)}: together with 'anyOf'")
-        key = "anyOf" if "anyOf" in schema else "oneOf"
-        branches = schema[key]
-        if not isinstance(branches, list) or not branches:
-            raise ValueError(f"'{key}' at {_at(ptr)} must be a non-empty list")
-        siblings = {k: v for k, v in schema.items() if k != key}
-        options = []
-        for i, branch in enumerate(branches):
-            bptr = f"{ptr}/{key}/{i}"
-            if _constraining(siblings):
-                branch, bptr2, bstack = self.deref(branch, bptr, stack)
-                if branch is None:
-                    continue
-                options.append(self.build(self.merge(siblings, branch, bptr), bptr, bstack))
-            else:
-                options.append(self.build(branch, bptr, stack))
-        return alt(options)
-
-    def build_enum(self, schema: dict, ptr: str, stack: tuple) -> Rx:
-        values = [schema["const"]] if "const" in schema else schema["enum"]
-        if "const" in schema and "enum" in schema:
-            values = [v for v in schema["enum"] if json_equal(v, schema["const"])]
-        if not isinstance(values, list):
-            raise ValueError(f"'enum' at {_at(ptr)} must be a list")
-        rest = {k: v for k, v in schema.items() if k not in ("enum", "const")}
-        if _constraining(rest):
-            checker = _Translator(self.root, "", self.max_depth).build(rest, ptr, stack)
-            checked = [] if checker is None else [v for v in values if re.fullmatch(checker, dumps(v))]
-        else:
-            checked = values
-        return alt([json_literal(v) for v in checked])
-
-    def types(self, schema: dict, ptr: str) -> list[str]:
-        declared = schema.get("type")
-        if declared is None:
-            inferred = [t for t, kws in (("object", _OBJECT_KW), ("array", _ARRAY_KW), ("string", _STRING_KW),
-                                         ("number", _NUMBER_KW)) if any(k in schema for k in kws)]
-            return inferred or list(_TYPES[:4]) + ["boolean", "null"]
-        names = [declared] if isinstance(declared, str) else declared
-        if not isinstance(names, list):
-            raise ValueError(f"'type' at {ptr}/type must be a string or a list")
-        if "any" in names:
-            return [t for t in _TYPES if t != "integer"]
-        for name in names:
-            if name not in _TYPES:
-                raise ValueError(f"unknown type {name!r} at {ptr}/type")
-        if "number" in names:
-            names = [n for n in names if n != "integer"]
-        return list(dict.fromkeys(names))
-
-    def build_type(self, name: str, schema: dict, ptr: str, stack: tuple) -> Rx:
-        if name == "null":
-            return "null"
-        if name == "boolean":
-            return "(?:true|false)"
-        if name in ("integer", "number"):
-            return self.build_number(schema, ptr, integer=name == "integer")
-        if name == "string":
-            return self.build_string(schema, ptr)
-        if name == "array":
-            return self.build_array(schema, ptr, stack)
-        return self.build_object(schema, ptr, stack)
-
-    # -- scalars ---------------------------------------------------------------------------------------------------
-    def build_number(self, schema: dict, ptr: str, integer: bool) -> Rx:
-        lo, lo_ex = _number_bound(schema, ptr, lower=True)
-        hi, hi_ex = _number_bound(schema, ptr, lower=False)
-        if lo is None and hi is None:
-            return INT if integer else NUMBER
-        if integer:  # round bounds inwards to integers, inclusive
-            ilo = None if lo is None else (math.floor(lo) + 1 if lo_ex else math.ceil(lo))
-            ihi = None if hi is None else (math.ceil(hi) - 1 if hi_ex else math.floor(hi))
-            return signed_range(ilo, False, ihi, False, fractions=False)
-        for name, bound in (("minimum", lo), ("maximum", hi)):
-            if bound is not None and bound != int(bound):
-                raise UnsupportedSchemaError(
-                    f"unsupported keyword '{name}' at {_at(ptr)}: non-integer bound {bound!r} for type number")
-        return signed_range(None if lo is None else int(lo), lo_ex, None if hi is None else int(hi), hi_ex,
-                             fractions=True)
-
-    def build_string(self, schema: dict, ptr: str) -> Rx:
-        min_len = _count(schema, "minLength", ptr, 0) or 0
-        max_len = _count(schema, "maxLength", ptr, None)
-        if max_len is not None and max_len < min_len:
-            return None
-        has_len = min_len > 0 or max_len is not None
-        if "format" in schema:
-            fmt = schema["format"]
-            if fmt not in FORMATS:
-                raise UnsupportedSchemaError(f"unsupported keyword 'format' at {_at(ptr)}: unknown format {fmt!r}")
-            width = format_width(fmt)
-            if "pattern" in schema or (has_len and not (min_len <= width[0] and (max_len is None or width[1] <= max_len))):
-                raise UnsupportedSchemaError(
-                    f"unsupported keyword 'format' at {_at(ptr)}: combined with pattern or length limits")
-            return f'"{FORMATS[fmt]}"'
-        if "pattern" in schema:
-            return self.build_pattern(schema["pattern"], min_len, max_len, ptr)
-        return f'"{repeat(CHAR, min_len, max_len)}"'
-
-    def build_pattern(self, pattern: Any, min_len: int, max_len: int | None, ptr: str) -> Rx:
-        if not isinstance(pattern, str):
-            raise ValueError(f"'pattern' at {_at(ptr)} must be a string")
-        try:
-            content = pattern_content(pattern, min_len, max_len)
-        except UnsupportedPattern as exc:
-            raise UnsupportedSchemaError(f"unsupported keyword 'pattern' at {_at(ptr)}: {exc}") from None
-        return None if content is None else f'"{content}"'
-
-    # -- containers ------------------------------------------------------------------------------------------------
-    def build_array(self, schema: dict, ptr: str, stack: tuple) -> Rx:
-        lo = _count(schema, "minItems", ptr, 0) or 0
-        hi = _count(schema, "maxItems", ptr, None)
-        if schema.get("uniqueItems") is True and (hi is None or hi > 1):
-            raise UnsupportedSchemaError(f"unsupported keyword 'uniqueItems' at {_at(ptr)}")
-        items = schema.get("items", True)
-        if "prefixItems" in schema:
-            prefix, rest, rest_key = schema["prefixItems"], items, "items"
-        elif isinstance(items, list):
-            prefix, rest, rest_key = items, schema.get("additionalItems", True), "additionalItems"
-        else:
-            return self.array_of(self.build(items, f"{ptr}/items", stack), lo, hi)
-        if not isinstance(prefix, list):
-            raise ValueError(f"'prefixItems' at {_at(ptr)} must be a list")
-        prefix_rx = [self.build(p, f"{ptr}/{'prefixItems' if rest_key == 'items' else 'items'}/{i}", stack)
-                     for i, p in enumerate(prefix)]
-        rest_rx = self.build(rest, f"{ptr}/{rest_key}", stack)
-        return self.tuple_array(prefix_rx, rest_rx, lo, hi)
-
-    def tuple_array(self, prefix: list[Rx], rest: Rx, lo: int, hi: int | None) -> Rx:
-        comma, k = self.tok(","), len(prefix)
-        if k == 0:
-            return self.array_of(rest, lo, hi)
-        extra_lo, extra_hi = max(0, lo - k), None if hi is None else hi - k
-        if extra_hi is not None and extra_hi < extra_lo:
-            tail: Rx = None
-        elif rest is None:
-            tail = "" if extra_lo == 0 else None
-        else:
-            tail = repeat(comma + rest, extra_lo, extra_hi)
-        # tail after j >= 1 items: stop, or one more prefix item and its tail
-        for j in range(k - 1, 0, -1):
-            more = None if (tail is None or prefix[j] is None) else comma + prefix[j] + tail
-            tail = alt(["" if j >= lo and (hi is None or j <= hi) else None, more])
-        first = None if tail is None or prefix[0] is None else prefix[0] + tail
-        open_, close = lit("[") + self.ws, self.ws + lit("]")
-        if first is None:
-            return open_ + close if lo == 0 else None
-        return open_ + (f"{group(first)}?" if lo == 0 else first) + close
-
-    def build_object(self, schema: dict, ptr: str, stack: tuple) -> Rx:
-        props = schema.get("properties", {})
-        required = schema.get("required", [])
-        addl = schema.get("additionalProperties", True)
-        if not isinstance(props, dict) or not isinstance(required, list):
-            raise ValueError(f"'properties' must be an object and 'required' a list at {_at(ptr)}")
-        lo = _count(schema, "minProperties", ptr, 0) or 0
-        hi = _count(schema, "maxProperties", ptr, None)
-        patterns = schema.get("patternProperties", {})
-        if not isinstance(patterns, dict):
-            raise ValueError(f"'patternProperties' at {_at(ptr)} must be an object")
-        if not props and not required:
-            return self.generic_members(schema, addl, patterns, lo, hi, ptr, stack)
-        entries: list[tuple[str, Any, bool, str, tuple]] = []
-        for name in list(props) + [n for n in dict.fromkeys(required) if n not in props]:
-            sub, sub_ptr, sub_stack = self.member_schema(schema, name, ptr, stack)
-            entries.append((name, sub, name in required, sub_ptr, sub_stack))
-        pairs: list[tuple[str, bool]] = []
-        for name, sub, req, sub_ptr, sub_stack in entries:
-            value = None if sub is None else self.build(sub, sub_ptr, sub_stack)
-            if value is None:
-                if req:
-                    return None
-                continue
-            pairs.append((json_literal(name) + self.tok(":") + value, req))
-        if lo <= sum(req for _, req in pairs) and (hi is None or hi >= len(pairs)):
-            body: Rx = self.object_body(pairs)
-        else:
-            body = self.counted_body(pairs, lo, hi, ptr)
-        return None if body is None else lit("{") + self.ws + body + self.ws + lit("}")
-
-    def member_schema(self, schema: dict, name: str, ptr: str, stack: tuple) -> tuple[Schema | None, str, tuple]:
-        """What constrains member ``name``: its ``properties`` entry and every ``patternProperties`` entry whose
-        pattern it contains, else ``additionalProperties`` (merged as allOf)."""
-        props, patterns = schema.get("properties", {}), schema.get("patternProperties", {})
-        subs = [(props[name], f"{ptr}/properties/{_esc_ptr(name)}")] if name in props else []
-        for pat, sub in patterns.items():
-            try:
-                hit = re.search(pat, name)
-            except re.error:
-                raise UnsupportedSchemaError(
-                    f"unsupported keyword 'patternProperties' at {_at(ptr)}: invalid pattern {pat!r}") from None
-            if hit:
-                subs.append((sub, f"{ptr}/patternProperties/{_esc_ptr(pat)}"))
-        if not subs:
-            subs.append((schema.get("additionalProperties", True), f"{ptr}/additionalProperties"))
-        if len(subs) == 1:
-            return subs[0][0], subs[0][1], stack
-        merged: Schema = True
-        for sub, sub_ptr in subs:
-            sub, _, stack = self.deref(sub, sub_ptr, stack)
-            if sub is None:
-                return None, ptr, stack
-            merged = self.merge(merged, sub, sub_ptr)
-        return merged, ptr, stack
-
-    def generic_members(self, schema: dict, addl: Any, patterns: dict, lo: int, hi: int | None, ptr: str,
-                        stack: tuple) -> Rx:
-        """Objects without listed members: any keys under additionalProperties, or (a subset) only keys
-        matching the single pattern of patternProperties."""
-        if not patterns:
-            return self.generic_object(self.build(addl, f"{ptr}/additionalProperties", stack), lo, hi, ptr=ptr)
-        if len(patterns) > 1:
-            raise UnsupportedSchemaError(
-                f"unsupported keyword 'patternProperties' at {_at(ptr)}: several patterns without listed properties")
-        (pat, sub), = patterns.items()
-        sub_ptr = f"{ptr}/patternProperties/{_esc_ptr(pat)}"
-        try:
-            key = pattern_content(pat) if isinstance(pat, str) else None
-        except UnsupportedPattern as exc:
-            raise UnsupportedSchemaError(f"unsupported keyword 'pattern' at {_at(sub_ptr)}: {exc}") from None
-        if key is None:
-            return self.generic_object(None, lo, hi)
-        return self.generic_object(self.build(sub, sub_ptr, stack), lo, hi, key=f'"{key}"', ptr=ptr)
-
-    def counted_body(self, pairs: list[tuple[str, bool]], lo: int, hi: int | None, ptr: str) -> Rx:
-        """:meth:`object_body` with ``lo`` to ``hi`` members present: each listed member appears at most once, so
-        the count is exact. ``tail(j, c)``: members ``j..`` after ``c`` present ones; a regex cannot share the
-        states, so its size grows like the number of ways to reach the bounds (refused past ``_MAX_REGEX``)."""
-        comma, n = self.tok(","), len(pairs)
-
-        @functools.cache
-        def tail(j: int, c: int) -> Rx:
-            if (hi is not None and c > hi) or c + n - j < lo:
-                return None
-            if c == 0 and lo == 0 and (hi is None or n - j <= hi):
-                return self.object_body(pairs[j:])
-            if c > 0 and c >= lo and (hi is None or c + n - j <= hi):  # no bound can bind any more
-                return "".join(comma + rx if req else f"{group(comma + rx)}?" for rx, req in pairs[j:])
-            rx, req = pairs[j]
-            rest = tail(j + 1, c + 1)
-            present = None if rest is None else ("" if c == 0 else comma) + rx + rest
-            out = alt([present, None if req else tail(j + 1, c)])
-            if out is not None and len(out) > _MAX_REGEX:
-                raise UnsupportedSchemaError(
-                    f"unsupported keyword '{'minProperties' if lo else 'maxProperties'}' at {_at(ptr)}: counting "
-                    f"{n} listed properties needs a regex over {_MAX_REGEX:,} characters")
-            return out
-
-        return tail(0, 0)
-
-    def object_body(self, pairs: list[tuple[str, bool]]) -> str:
-        """Members in order, optional ones may be absent, commas only between present members.
-
-        Linear-size construction: Q_k (non-empty selections among the first k members) is
-        ``Q_{k-1}(,x_k)? | x_k`` for an optional member and ``Q_{k-1},x_k | x_k`` for a required one, where the
-        bare ``x_k`` branch exists only while no earlier member is required.
-        """
-        comma = self.tok(",")
-        nonempty: Rx = None
-        can_be_empty = True
-        for rx, req in pairs:
-            extend = None if nonempty is None else nonempty + (comma + rx if req else f"{group(comma + rx)}?")
-            nonempty = alt([extend, rx if can_be_empty else None])
-            can_be_empty = can_be_empty and not req
-        if nonempty is None:
-            return ""
-        return f"{group(nonempty)}?" if can_be_empty else nonempty
-
-
-def schema_to_regex(schema: dict | str, whitespace: str | None = None, max_depth: int = 3) -> str:
-    """Regular expression whose full matches are JSON texts valid under ``schema`` (see the module docstring).
-
-    ``schema``: a dict or its JSON text. ``whitespace``: regex allowed between tokens (None: compact JSON).
-    ``max_depth``: how often one ``$ref`` may recurse along a path, and how deep generic values nest.
-    Raises :class:`UnsupportedSchemaError` for keywords it cannot express, ``ValueError`` for invalid schemas.
-    """
-    if not isinstance(max_depth, int) or max_depth < 0:
-        raise ValueError(f"max_depth must be a non-negative integer, got {max_depth!r}")
-    if whitespace is not None and not isinstance(whitespace, str):
-        raise ValueError("whitespace must be a regex string or None")
-    root = _load(schema)
-    try:
-        root = local_refs(root) if isinstance(root, dict) else root
-        regex = _Translator(root, whitespace or "", max_depth).build(root, "")
-    except RecursionError:
-        raise UnsupportedSchemaError("unsupported schema: nesting too deep") from None
-    if regex is None:
-        raise ValueError(f"schema admits no JSON value (within max_depth={max_depth})")
-    if len(regex) > _MAX_REGEX:
-        raise UnsupportedSchemaError(
-            f"unsupported schema: its regex has {len(regex):,} characters (limit {_MAX_REGEX:,}); lower max_depth")
-    return regex
-
-
-class JsonSchema(Regex):
-    """A JSON Schema as a constraint: :func:`schema_to_regex`, then the regex's minimised byte automaton.
+class JsonSchema(Grammar):
+    """A JSON Schema as a constraint: :func:`schema_to_cfg`, run by the grammar engine.
 
     Args:
         schema: a dict, a JSON text, or ``True``.
-        whitespace: a regex allowed around structural characters (default: compact JSON, no whitespace).
-        max_depth: how many times recursion through ``$ref`` is unrolled.
+        whitespace: a regex of JSON white space allowed around structural characters (default: compact).
+        key_order: ``"schema"`` (named properties in the schema's order) or ``"any"``.
+        deadline: seconds the compile may take before it is refused.
+
+    Raises:
+        UnsupportedSchemaError: a keyword that cannot be expressed (named, with its JSON pointer).
+        ValueError: an invalid schema, or one that admits no value.
 
     Example:
         >>> c = JsonSchema({"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]})
@@ -647,10 +92,601 @@ class JsonSchema(Regex):
         (True, False)
     """
 
-    def __init__(self, schema: dict | str | bool, whitespace: str | None = None, max_depth: int = 3):
+    def __init__(self, schema: dict | str | bool, whitespace: str | None = None, key_order: str = "schema",
+                 deadline: float = 1.0):
         self.schema = schema
-        super().__init__(schema_to_regex(schema, whitespace=whitespace, max_depth=max_depth))
+        self._translator = _translate(schema, whitespace, key_order, deadline)
+        super().__init__(self._translator.cfg)
+
+    def dumps(self, value: Any) -> str:
+        """``value`` as this constraint writes it: compact, integers without a fraction, and under
+        ``key_order="schema"`` the named properties in the schema's order (the free ones after them, as given;
+        under ``"any"`` all as given). A valid value so written is accepted; where no alternative of the schema
+        fits a value, it is left as it is."""
+        return dumps(self._translator.arrange(self._translator.normal.root_node(), value))
 
     def __repr__(self) -> str:
-        text = json.dumps(self.schema) if not isinstance(self.schema, str) else self.schema
+        text = self.schema if isinstance(self.schema, str) else json.dumps(self.schema)
         return f"JsonSchema({text[:60] + '...' if len(text) > 60 else text})"
+
+
+def schema_to_cfg(schema: dict | str | bool, whitespace: str | None = None, key_order: str = "schema",
+                  deadline: float = 1.0) -> Cfg:
+    """The grammar of the JSON texts valid under ``schema`` (see the module docstring).
+
+    Raises:
+        UnsupportedSchemaError: a keyword that cannot be expressed, or a compile past ``deadline`` seconds.
+        ValueError: an invalid schema or argument, or a schema that admits no value.
+    """
+    return _translate(schema, whitespace, key_order, deadline).cfg
+
+
+def _translate(schema: Any, whitespace: str | None, key_order: str, deadline: float) -> _Translator:
+    if key_order not in KEY_ORDERS:
+        raise ValueError(f"key_order: {key_order!r}; use one of {', '.join(map(repr, KEY_ORDERS))}")
+    if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not deadline > 0:
+        raise ValueError(f"deadline: {deadline!r}; use a number of seconds above 0")
+    space = _whitespace(whitespace)
+    clock = Clock(deadline)
+    try:
+        translator = _Translator(Normaliser(_load(schema), clock), space, key_order, clock)
+        translator.build()
+        return translator
+    except RecursionError:
+        raise UnsupportedSchemaError("unsupported schema: nesting too deep") from None
+    except GrammarError as exc:
+        raise ValueError(f"schema admits no JSON value ({exc})") from None
+
+
+def _load(schema: Any) -> dict | bool:
+    if isinstance(schema, str):
+        try:
+            schema = json.loads(schema)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"schema is not valid JSON: {exc}") from None
+    if schema is False:
+        raise ValueError("schema is false: it admits no JSON value")
+    if not isinstance(schema, (dict, bool)):
+        raise ValueError(f"schema must be a JSON object or a boolean, got {type(schema).__name__}")
+    return schema
+
+
+def _whitespace(whitespace: str | None) -> rx.Rx:
+    if whitespace is None:
+        return rx.EPSILON
+    if not isinstance(whitespace, str):
+        raise ValueError(f"whitespace: {type(whitespace).__name__}; use a regex string or None")
+    space = rx.from_regex(whitespace)
+    if not rx.is_empty(rx.difference(space, _JSON_SPACE)):
+        raise ValueError(f"whitespace: {whitespace!r} matches more than JSON white space (space, \\t, \\n, \\r)")
+    return space
+
+
+class _Translator:
+    """Nodes to rules (values), flats to object and array rules, flats to scalar terminals."""
+
+    def __init__(self, normal: Normaliser, space: rx.Rx, key_order: str, clock: Clock):
+        self.normal, self.key_order, self.clock = normal, key_order, clock
+        self.g = GrammarBuilder()
+        self.space = space
+        punct = lambda ch, before, after: self.g.terminal(  # noqa: E731
+            rx.concat(space if before else rx.EPSILON, rx.literal(ch), space if after else rx.EPSILON), repr(ch))
+        self.lbrace, self.rbrace = punct("{", False, True), punct("}", True, False)
+        self.lbracket, self.rbracket = punct("[", False, True), punct("]", True, False)
+        self.comma, self.colon = punct(",", True, True), punct(":", True, True)
+        self.values: dict[Node, int] = {}
+        self.containers: dict[tuple, int] = {}
+        self.queue: deque = deque()
+        self.cfg: Cfg | None = None
+
+    def build(self) -> Cfg:
+        start = self.value(self.normal.root_node())
+        while self.queue:
+            nt, node = self.queue.popleft()
+            self.define_value(nt, node)
+        self.cfg = self.g.build(start)
+        return self.cfg
+
+    def arrange(self, node: Node, value: Any) -> Any:
+        """``value`` with object members in the order the grammar emits them (see :meth:`JsonSchema.dumps`)."""
+        flats = self.normal.alternatives(node)
+        f = next((f for f in flats if self.admits_flat(f, value)), None) \
+            or next((f for f in flats if json_type(value) in f.types), None)
+        if f is None:
+            return value
+        if f.enum is not None:  # containers as their exact schema orders them, under key_order
+            value = next((v for v in f.enum if json_equal(v, value)), value)
+            if isinstance(value, (dict, list)):
+                return self.arrange(frozenset([self.normal.conj(self.normal.exact(value), f.ptr)]), value)
+        if isinstance(value, dict):
+            named = named_members(f) if self.key_order == "schema" else []
+            order = [k for k in named if k in value] + [k for k in value if k not in named]
+            return {k: self.arrange(frozenset(self.normal.member(f, k)), value[k]) for k in order}
+        if isinstance(value, list):
+            return [self.arrange(frozenset(_position(f, i)), v) for i, v in enumerate(value)]
+        if isinstance(value, float) and value.is_integer() and "fraction" not in f.types:
+            return int(value)  # integers are written without a fraction
+        return value
+
+    # -- values ----------------------------------------------------------------------------------------------------
+    def value(self, node: Node) -> int:
+        """The rule of ``node``'s values (defined later, so that recursion finds it)."""
+        nt = self.values.get(node)
+        if nt is None:
+            ptrs = sorted(self.normal.pointers[sid] for sid, _ in node)
+            nt = self.values[node] = self.g.nonterminal(f"value@{at(ptrs[0]) if ptrs else '/'}")
+            self.queue.append((nt, node))
+        return nt
+
+    def define_value(self, nt: int, node: Node) -> None:
+        flats = self.normal.alternatives(node)
+        scalars = rx.alt(*(self.scalars(f) for f in flats))
+        alternatives = [[self.g.terminal(scalars, f"scalar@{at(flats[0].ptr)}")]] if scalars is not rx.EMPTY else []
+        for f in flats:
+            self.clock.check(f.ptr)
+            if f.enum is not None:
+                alternatives += [[self.literal(v, f.ptr)] for v in f.enum if json_type(v) in f.types - _SCALARS
+                                 and self.admits_flat(f, v)]
+                continue
+            if "object" in f.types:
+                alternatives.append([self.object_rule(f)])
+            if "array" in f.types:
+                alternatives.append([self.array_rule(f)])
+        self.rules(nt, alternatives)
+
+    def rules(self, nt: int, alternatives: list[list[int]]) -> None:
+        """``nt``'s alternatives; none at all makes ``nt`` match nothing (the builder prunes it)."""
+        for rhs in alternatives:
+            self.g.rule(nt, rhs)
+        if not alternatives:
+            self.g.rule(nt, [self.g.terminal(rx.EMPTY, "nothing")])
+
+    def literal(self, value: Any, ptr: str) -> int:
+        """The rule of one JSON value (an ``enum`` member), its structure as rules so that lexemes stay those of
+        any other JSON text, and objects follow ``key_order``."""
+        return self.value(frozenset([self.normal.conj(self.normal.exact(value), f"{ptr}/enum")]))
+
+    def key(self, name: str) -> int:
+        return self.g.terminal(rx.literal(dumps(name)), dumps(name))
+
+    # -- scalars ---------------------------------------------------------------------------------------------------
+    def scalars(self, f: Flat, types: frozenset = _SCALARS) -> rx.Rx:
+        """One terminal for all the scalar values of ``f`` of ``types``."""
+        types = f.types & types
+        if not types:
+            return rx.EMPTY
+        language = rx.alt(rx.literal("null") if "null" in types else rx.EMPTY,
+                          rx.literals(["true", "false"]) if "boolean" in types else rx.EMPTY,
+                          self.strings(f) if "string" in types else rx.EMPTY,
+                          self.numbers(f, types) if types & {"integer", "fraction"} else rx.EMPTY)
+        if f.enum is not None:
+            language = rx.inter(language, literal_values([v for v in f.enum if json_type(v) in types]))
+        excluded = [v for v in f.not_enum if json_type(v) in _SCALARS]
+        if excluded:
+            language = rx.difference(language, literal_values(excluded))
+        if any(json_type(v) in f.types - _SCALARS for v in f.not_enum):
+            raise refuse("not", f.ptr, "the complement of an object or array value")
+        return language
+
+    def strings(self, f: Flat) -> rx.Rx:
+        if f.min_length > rx.MAX_REPEAT:
+            raise refuse("minLength", f.ptr, f"{f.min_length} is above {rx.MAX_REPEAT:,}")
+        high = None if f.max_length is None else min(f.max_length, rx.MAX_REPEAT)
+        if high is not None and high < f.min_length:
+            return rx.EMPTY
+        language = quoted(rx.repeat(CHAR, f.min_length, high))
+        parts = [pattern_string(p) for p in f.patterns] + [quoted(format_content(x)) for x in f.formats]
+        language = rx.inter(language, *parts)
+        for excluded in [pattern_string(p) for p in f.not_patterns] + [quoted(format_content(x))
+                                                                      for x in f.not_formats]:
+            language = rx.difference(language, excluded)
+        return language
+
+    def numbers(self, f: Flat, types: frozenset) -> rx.Rx:
+        plain = not (f.lower or f.upper or f.multiples or f.not_multiples or f.enum is not None
+                     or any(json_type(v) in ("integer", "fraction") for v in f.not_enum))
+        if {"integer", "fraction"} <= types:
+            language = NUMBER if plain else DECIMAL
+        else:
+            language = INTEGER if "integer" in types else FRACTIONAL
+        if f.lower or f.upper:
+            lo, hi = f.lower or (None, False), f.upper or (None, False)
+            language = rx.inter(language, decimal_range(lo[0], lo[1], hi[0], hi[1]))
+        for q in f.multiples:
+            language = rx.inter(language, multiple_of(q) or self.some_multiples(f, q))
+        for q in f.not_multiples:
+            multiples = multiple_of(q)
+            if multiples is None:
+                raise refuse("not", f.ptr, f"the complement of multipleOf {q} (too many remainders)")
+            language = rx.difference(language, multiples)
+        return language
+
+    @staticmethod
+    def some_multiples(f: Flat, q: Decimal) -> rx.Rx:
+        """A sound subset of the multiples of ``q``: 100 of them from the lower bound (or around 0)."""
+        if f.lower is not None:
+            first = math.ceil(f.lower[0] / q)
+        elif f.upper is not None:
+            first = math.floor(f.upper[0] / q) - _MULTIPLES_KEPT + 1
+        else:
+            first = -(_MULTIPLES_KEPT // 2)
+        return rx.alt(*(number_spellings(k * q) for k in range(first, first + _MULTIPLES_KEPT)))
+
+    def key_language(self, f: Flat) -> rx.Rx:
+        """The keys ``propertyNames`` allows (all strings when absent)."""
+        language = STRING
+        for c in f.property_names:
+            names = rx.alt(*(self.scalars(g, frozenset({"string"})) for g in self.normal.alternatives(frozenset([c]))))
+            language = rx.inter(language, names)
+        return language
+
+    # -- objects ---------------------------------------------------------------------------------------------------
+    def object_rule(self, f: Flat) -> int:
+        key = ("object", f.key)
+        if key not in self.containers:
+            nt = self.containers[key] = self.g.nonterminal(f"object@{at(f.ptr)}")
+            self.g.rule(nt, [self.lbrace, _ObjectBody(self, f).start(), self.rbrace])
+        return self.containers[key]
+
+    # -- arrays ----------------------------------------------------------------------------------------------------
+    def array_rule(self, f: Flat) -> int:
+        key = ("array", f.key)
+        if key not in self.containers:
+            nt = self.containers[key] = self.g.nonterminal(f"array@{at(f.ptr)}")
+            body = _ArrayBody(self, f).start()
+            self.rules(nt, [] if body is None else [[self.lbracket, body, self.rbracket]])
+        return self.containers[key]
+
+    # -- membership of a value (enum members against other keywords) -----------------------------------------------
+    def admits(self, node: Node, value: Any) -> bool:
+        return any(self.admits_flat(f, value) for f in self.normal.alternatives(node))
+
+    def admits_flat(self, f: Flat, value: Any) -> bool:
+        kind = json_type(value)
+        if kind not in f.types or (f.enum is not None and not any(json_equal(value, v) for v in f.enum)) \
+                or any(json_equal(value, v) for v in f.not_enum):
+            return False
+        if kind in _SCALARS:
+            return rx.matches(self.scalars(f), dumps(value))
+        if kind == "object":
+            return self.admits_object(f, value)
+        return self.admits_array(f, value)
+
+    def admits_object(self, f: Flat, value: dict) -> bool:
+        names = self.key_language(f) if f.property_names else None
+        for name, v in value.items():
+            conjs = self.normal.member(f, name)
+            if (names is not None and not rx.matches(names, dumps(name))) or not self.admits(frozenset(conjs), v):
+                return False
+        return (all(r in value for r in f.required) and f.min_properties <= len(value)
+                and (f.max_properties is None or len(value) <= f.max_properties)
+                and all(b in value for a, bs in f.dependent_required.items() if a in value for b in bs))
+
+    def admits_array(self, f: Flat, value: list) -> bool:
+        for i, v in enumerate(value):
+            conjs = _position(f, i)
+            if not self.admits(frozenset(conjs), v):
+                return False
+        for c, lo, hi in f.contains:
+            n = sum(self.admits(frozenset([c]), v) for v in value)
+            if n < lo or (hi is not None and n > hi):
+                return False
+        unique = f.unique_ptr is None or all(not json_equal(a, b) for i, a in enumerate(value) for b in value[i + 1:])
+        return unique and f.min_items <= len(value) and (f.max_items is None or len(value) <= f.max_items)
+
+
+def named_members(f: Flat) -> list[str]:
+    """The named members of the objects of ``f``, in emission order: ``properties`` (schema by schema), then
+    ``required``, then the names of ``dependentRequired``."""
+    names = [k for spec in f.objects for k in spec.properties] + list(f.required)
+    for a, bs in f.dependent_required.items():
+        names += [a, *bs]
+    return list(dict.fromkeys(names))
+
+
+def _position(f: Flat, i: int) -> list[Conj]:
+    """The conjuncts of item ``i`` of an array of ``f``."""
+    out = []
+    for spec in f.arrays:
+        c = spec.prefix[i] if i < len(spec.prefix) else spec.rest
+        if c is not None:
+            out.append(c)
+    return out
+
+
+def _is_false(normal: Normaliser, conjs: list[Conj]) -> bool:
+    return any(normal.schemas[sid] is False for sid, _ in conjs)
+
+
+class _ObjectBody:
+    """The members of the objects of one flat, as rules over states (see the module docstring for the order).
+
+    Schema order: state ``(j, c, first, pending, absent)``: named member j is next, c named members are present
+    (counted only under min/maxProperties), ``pending`` names a present member's ``dependentRequired`` made
+    required, ``absent`` the earlier absent names that a later member would require. Then the free members.
+    Any order: state ``(used, g)``: the named members used and the number of free members so far.
+    """
+
+    def __init__(self, t: _Translator, f: Flat):
+        self.t, self.f, self.g, n = t, f, t.g, t.normal
+        self.states: dict[tuple, int] = {}
+        self.named = named_members(f)
+        key_language = t.key_language(f)
+        self.lo, self.hi = f.min_properties, f.max_properties
+        if self.hi is not None:
+            self.hi = min(self.hi, self.lo + MAX_SPAN)
+        self.counting = self.lo > 0 or self.hi is not None
+        if self.lo > MAX_CHAIN:
+            raise refuse("minProperties", f.ptr, f"{self.lo} is above {MAX_CHAIN}")
+        self.values: list[int | None] = []
+        for name in self.named:
+            conjs = n.member(f, name)
+            allowed = not _is_false(n, conjs) and rx.matches(key_language, dumps(name)) and self.hi != 0
+            self.values.append(t.value(frozenset(conjs)) if allowed else None)
+        self.required = set(f.required)
+        self.deps = {a: [b for b in bs if b in self.named] for a, bs in f.dependent_required.items()}
+        self.member = self.free_members(rx.difference(key_language, rx.literals([dumps(k) for k in self.named])))
+        self.more: int | None = None
+        reachable = sum(v is not None for v in self.values) + (self.member is not None)
+        if self.lo > reachable:  # free keys may repeat: only one of them surely counts
+            raise refuse("minProperties", f.ptr, f"{self.lo} properties need {self.lo - reachable + 1} distinct free "
+                         "keys, and free keys are not kept distinct (name the properties instead)")
+
+    def free_members(self, keys: rx.Rx) -> int | None:
+        """The rule of one free member (key, colon, value), by key regions of ``patternProperties``; None when no
+        free member may appear."""
+        f, n = self.f, self.t.normal
+        patterns = [(p, c, i) for i, spec in enumerate(f.objects) for p, c in spec.patterns]
+        if len(patterns) > MAX_PATTERNS:
+            raise refuse("patternProperties", f.ptr, f"{len(patterns)} patterns on one object (at most "
+                         f"{MAX_PATTERNS})")
+        regions: dict[frozenset, rx.Rx] = {}
+
+        def walk(k: int, language: rx.Rx, inside: tuple) -> None:
+            if rx.is_empty(language):
+                return
+            if k < len(patterns):
+                pattern = pattern_string(patterns[k][0])
+                walk(k + 1, rx.inter(language, pattern), inside + (True,))
+                walk(k + 1, rx.difference(language, pattern), inside + (False,))
+                return
+            conjs = [c for (_, c, _), hit in zip(patterns, inside) if hit]
+            hit_specs = {i for (_, _, i), hit in zip(patterns, inside) if hit}
+            conjs += [spec.additional for i, spec in enumerate(f.objects)
+                      if spec.additional is not None and i not in hit_specs]
+            if not _is_false(n, conjs):
+                group = frozenset(conjs)
+                regions[group] = rx.alt(regions.get(group, rx.EMPTY), language)
+
+        walk(0, keys, ())
+        if not regions or self.hi == 0:
+            return None
+        nt = self.g.nonterminal(f"member@{at(f.ptr)}")
+        for conjs, language in regions.items():
+            self.g.rule(nt, [self.g.terminal(language, f"key@{at(f.ptr)}"), self.t.colon, self.t.value(conjs)])
+        return nt
+
+    def start(self) -> int | None:
+        if self.t.key_order == "any":
+            if len(self.named) > MAX_ANY_ORDER:
+                raise refuse("properties", self.f.ptr, f"key_order='any' with {len(self.named)} named properties "
+                             f"(at most {MAX_ANY_ORDER}); use key_order='schema'")
+            return self.state(("any", frozenset(), 0))
+        return self.state(("seq", 0, 0, True, frozenset(), frozenset()))
+
+    def state(self, s: tuple) -> int:
+        """The rule of state ``s`` (its alternatives built on first use, iteratively)."""
+        if s in self.states:
+            return self.states[s]
+        todo = [s]
+        self.states[s] = self.g.nonterminal(f"members@{at(self.f.ptr)}")
+        while todo:
+            current = todo.pop()
+            self.t.clock.check(self.f.ptr)
+            alternatives = []
+            transitions = {"any": self.any_order, "seq": self.schema_order, "free": self.free_counted}[current[0]]
+            for rhs in transitions(current):
+                out = []
+                for x in rhs:
+                    if isinstance(x, tuple):
+                        if x not in self.states:
+                            self.states[x] = self.g.nonterminal(f"members@{at(self.f.ptr)}")
+                            todo.append(x)
+                        x = self.states[x]
+                    out.append(x)
+                alternatives.append(out)
+            self.t.rules(self.states[current], alternatives)
+        return self.states[s]
+
+    def sep(self, first: bool) -> list[int]:
+        return [] if first else [self.t.comma]
+
+    def schema_order(self, s: tuple) -> list[list]:
+        _, j, c, first, pending, absent = s
+        if j == len(self.named):
+            return self.free_tail(c, first)
+        name, value = self.named[j], self.values[j]
+        later = {b for b in self.deps.get(name, []) if self.named.index(b) > j}
+        earlier = {b for b in self.deps.get(name, []) if self.named.index(b) < j}
+        watched = any(name in bs and self.named.index(a) > j for a, bs in self.deps.items() if a in self.named)
+        out = []
+        if value is not None and (self.hi is None or c < self.hi) and not earlier & absent:
+            nxt = ("seq", j + 1, c + 1 if self.counting else 0, False, (pending | later) - {name}, absent)
+            out.append(self.sep(first) + [self.t.key(name), self.t.colon, value, nxt])
+        if name not in self.required and name not in pending:
+            out.append([("seq", j + 1, c, first, pending, absent | ({name} if watched else set()))])
+        return out
+
+    def free_tail(self, c: int, first: bool) -> list[list]:
+        """Free members after ``c`` named ones: each counts towards maxProperties, the first towards min."""
+        closing = [[]] if c >= self.lo else []
+        if self.member is None:
+            return closing
+        if self.hi is None:
+            return closing + ([self.sep(first) + [self.member, self.more_members()]] if c + 1 >= self.lo else [])
+        return [[("free", c, 0, first)]]
+
+    def more_members(self) -> int:
+        """``(, member)*``, left-recursive."""
+        if self.more is None:
+            self.more = self.g.nonterminal(f"more@{at(self.f.ptr)}")
+            self.g.rule(self.more, [])
+            self.g.rule(self.more, [self.more, self.t.comma, self.member])
+        return self.more
+
+    def free_counted(self, s: tuple) -> list[list]:
+        _, c, g, first = s
+        out = [[]] if c + min(g, 1) >= self.lo else []
+        if c + g + 1 <= self.hi:
+            out.append(self.sep(first) + [self.member, ("free", c, g + 1, False)])
+        return out
+
+    def any_order(self, s: tuple) -> list[list]:
+        _, used, g = s
+        first, c = not used and g == 0, len(used)
+        room = self.hi is None or c + g + 1 <= self.hi
+        out = []
+        if self.required <= used and all(set(self.deps.get(a, [])) <= used for a in used) \
+                and c + min(g, 1) >= self.lo and (self.hi is None or c + g <= self.hi):
+            out.append([])
+        for name, value in zip(self.named, self.values):
+            if name not in used and value is not None and room:
+                out.append(self.sep(first) + [self.t.key(name), self.t.colon, value, ("any", used | {name}, g)])
+        if self.member is not None and room:
+            out.append(self.sep(first) + [self.member, ("any", used, min(g + 1, 1) if self.hi is None else g + 1)])
+        return out
+
+
+class _ArrayBody:
+    """The items of the arrays of one flat, as rules over states ``(i, counts, first)``: i items so far (capped
+    once only the tail schema and no bound is left), ``counts`` the items matching each ``contains`` (capped at
+    its minimum when it has no maximum)."""
+
+    def __init__(self, t: _Translator, f: Flat):
+        self.t, self.f, self.g = t, f, t.g
+        self.states: dict[tuple, int] = {}
+        self.prefix = max((len(spec.prefix) for spec in f.arrays), default=0)
+        closed = [len(spec.prefix) for spec in f.arrays if spec.rest is not None and _is_false(t.normal, [spec.rest])]
+        self.lo, self.hi = f.min_items, f.max_items
+        if closed:
+            self.hi = min(closed) if self.hi is None else min(self.hi, min(closed))
+        if self.hi is not None:
+            self.hi = min(self.hi, max(self.lo, self.prefix) + MAX_SPAN)
+        if self.lo > MAX_CHAIN:
+            raise refuse("minItems", f.ptr, f"{self.lo} is above {MAX_CHAIN}")
+        self.contains = [(c, lo, hi) for c, lo, hi in f.contains if lo > 0 or hi is not None]
+        self.cap = max(self.lo, self.prefix)
+        self.more: int | None = None
+
+    def start(self) -> int | None:
+        if self.hi is not None and self.hi < self.lo:
+            return None
+        if self.f.unique_ptr is not None and (self.hi is None or self.hi > 1):
+            return self.unique()
+        return self.state(("items", 0, tuple(0 for _ in self.contains), True))
+
+    def item(self, i: int, extra: list[Conj]) -> int | None:
+        conjs = _position(self.f, i)
+        if _is_false(self.t.normal, conjs + extra):
+            return None
+        return self.t.value(frozenset(conjs + extra))
+
+    def state(self, s: tuple) -> int:
+        if s in self.states:
+            return self.states[s]
+        todo = [s]
+        self.states[s] = self.g.nonterminal(f"items@{at(self.f.ptr)}")
+        while todo:
+            current = todo.pop()
+            self.t.clock.check(self.f.ptr)
+            alternatives = []
+            for rhs in self.transitions(current):
+                out = []
+                for x in rhs:
+                    if isinstance(x, tuple):
+                        if x not in self.states:
+                            self.states[x] = self.g.nonterminal(f"items@{at(self.f.ptr)}")
+                            todo.append(x)
+                        x = self.states[x]
+                    out.append(x)
+                alternatives.append(out)
+            self.t.rules(self.states[current], alternatives)
+        return self.states[s]
+
+    def transitions(self, s: tuple) -> list[list]:
+        _, i, counts, first = s
+        sep = [] if first else [self.t.comma]
+        done = i >= self.lo and all(n >= lo for n, (_, lo, _) in zip(counts, self.contains))
+        out = [[]] if done else []
+        if self.hi is not None and i >= self.hi:
+            return out
+        saturated = all(hi is None and n >= lo for n, (_, lo, hi) in zip(counts, self.contains))
+        if self.hi is None and i >= self.cap and saturated:  # only the tail schema is left: a plain list
+            tail = self.item(i, [])
+            return out + ([sep + [tail, self.more_items(tail)]] if tail is not None else [])
+        nxt_i = i + 1 if self.hi is not None or i < self.cap else i
+        for extra, nxt_counts in self.variants(counts):
+            value = self.item(i, extra)
+            if value is not None:
+                out.append(sep + [value, ("items", nxt_i, nxt_counts, False)])
+        return out
+
+    def variants(self, counts: tuple) -> list[tuple[list[Conj], tuple]]:
+        """For each ``contains``: the item matches it (counted) or not (when a maximum needs the count)."""
+        out: list[tuple[list[Conj], tuple]] = [([], ())]
+        for (c, lo, hi), n in zip(self.contains, counts):
+            options = []
+            if hi is None and n >= lo:
+                options.append(([], n))
+            else:
+                if hi is None or n + 1 <= hi:
+                    options.append(([c], n + 1 if hi is not None else min(n + 1, lo)))
+                if hi is None:
+                    options.append(([], n))
+                else:
+                    negated = self.t.normal.negate(self.t.normal.schemas[c[0]], self.t.normal.pointers[c[0]])
+                    options.append(([self.t.normal.conj(negated, self.t.normal.pointers[c[0]] + "/not")], n))
+            out = [(extra + e, cs + (m,)) for extra, cs in out for e, m in options]
+        return out
+
+    def more_items(self, tail: int) -> int:
+        if self.more is None:
+            self.more = self.g.nonterminal(f"more@{at(self.f.ptr)}")
+            self.g.rule(self.more, [])
+            self.g.rule(self.more, [self.more, self.t.comma, tail])
+        return self.more
+
+    def unique(self) -> int | None:
+        """uniqueItems over at most 8 literal values, each used once: a state per set of values used."""
+        f, normal = self.f, self.t.normal
+        if self.prefix or self.contains:
+            raise refuse("uniqueItems", f.unique_ptr, "items may repeat (only maxItems <= 1, or items from at most "
+                         f"{MAX_UNIQUE_VALUES} literal values, can be guaranteed distinct)")
+        tail = _position(f, 0)
+        flats = normal.alternatives(frozenset(tail))
+        values: list = []
+        for g in flats:
+            if g.enum is None and not g.types <= {"null", "boolean"}:
+                raise refuse("uniqueItems", f.unique_ptr, "items may repeat (only maxItems <= 1, or items from at "
+                             f"most {MAX_UNIQUE_VALUES} literal values, can be guaranteed distinct)")
+            candidates = g.enum if g.enum is not None else [None, True, False]
+            values += [v for v in candidates if json_type(v) in g.types and self.t.admits_flat(g, v)
+                       and not any(json_equal(v, w) for w in values)]
+        if len(values) > MAX_UNIQUE_VALUES:
+            raise refuse("uniqueItems", f.unique_ptr, f"items from {len(values)} values (at most "
+                         f"{MAX_UNIQUE_VALUES} can be tracked)")
+        symbols = [self.t.literal(v, f.ptr) for v in values]
+        states: dict[frozenset, int] = {}
+        for size in range(len(values), -1, -1):
+            for used in _subsets(len(values), size):
+                nt = states[used] = self.g.nonterminal(f"unique@{at(f.ptr)}")
+                alternatives = [[]] if size >= self.lo else []
+                if self.hi is None or size < self.hi:
+                    alternatives += [([] if not used else [self.t.comma]) + [symbols[k], states[used | {k}]]
+                                     for k in range(len(values)) if k not in used]
+                self.t.rules(nt, alternatives)
+        return states[frozenset()]
+
+
+def _subsets(n: int, size: int) -> list[frozenset]:
+    return [frozenset(c) for c in combinations(range(n), size)]
