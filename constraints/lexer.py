@@ -82,19 +82,20 @@ class Lexer:
     def build(self, state: int) -> None:
         """Fill ``state``'s row: one derivative per byte class of its terminals (new states get ids)."""
         parts = self._states[state]
-        labels = np.zeros(256, dtype=np.int64)
+        classes: tuple[int, ...] = (rx.ONE_CLASS,)
         for _, expr in parts:
-            _, labels = np.unique(labels * 256 + expr.classes()[0], return_inverse=True)
-        _, reps, labels = np.unique(labels.reshape(-1), return_index=True, return_inverse=True)
+            classes = rx.refine(classes, expr.classes())
         targets = []
-        for b in reps.tolist():
+        for mask in classes:
+            b = (mask & -mask).bit_length() - 1
             nxt = []
             for t, expr in parts:
                 d = expr.row()[b]
                 if d is not rx.EMPTY and rx.is_live(d):
                     nxt.append((t, d))
             targets.append(self._intern(tuple(nxt)) if nxt else DEAD)
-        self.table[state] = np.asarray(targets, dtype=np.int32)[labels.reshape(-1)]
+        table = self.table  # _intern may have grown it
+        table[state] = np.asarray(targets, dtype=np.int32)[np.frombuffer(rx.class_labels(classes), dtype=np.uint8)]
 
     def build_all(self, states: Iterable[int]) -> None:
         for s in set(states):

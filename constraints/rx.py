@@ -26,18 +26,16 @@ from __future__ import annotations
 
 import re
 import sys
-from collections import deque
+from operator import itemgetter
 from collections.abc import Iterable
-
-import numpy as np
 
 from decoding.constraints.re_parser import constants as _sre_constants
 from decoding.constraints.re_parser import parser as _sre_parser
 
 __all__ = [
-    "EMPTY", "EPSILON", "Rx", "alt", "any_byte", "any_char", "byte_set", "char_class", "concat", "derivative",
-    "difference", "from_regex", "inter", "is_empty", "literal", "literals", "matches", "neg", "optional", "plus",
-    "repeat", "star",
+    "EMPTY", "EPSILON", "ONE_CLASS", "Rx", "alt", "any_byte", "any_char", "byte_set", "char_class", "concat", "derivative",
+    "difference", "from_regex", "inter", "class_labels", "is_empty", "is_live", "literal", "literals", "matches", "neg",
+    "optional", "plus", "refine", "repeat", "star",
 ]
 
 _EMPTY, _EPS, _BYTES, _CAT, _OR, _AND, _NOT, _REP = range(8)
@@ -64,15 +62,16 @@ class Rx:
         return self.id < other.id
 
     def row(self) -> list[Rx]:
-        """The derivative by each of the 256 bytes (memoised)."""
+        """The derivative by each of the 256 bytes (memoised): one derivative per byte class."""
         if self._row is None:
-            labels, reps = self.classes()
-            by_class = [_derive(self, int(b)) for b in reps]
-            self._row = [by_class[c] for c in labels.tolist()]
+            classes = self.classes()
+            by_class = [_derive(self, (m & -m).bit_length() - 1) for m in classes]
+            self._row = list(itemgetter(*class_labels(classes))(by_class)) if len(classes) > 1 else by_class * 256
         return self._row
 
-    def classes(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(labels, representatives)``: bytes with equal labels have equal derivatives; memoised."""
+    def classes(self) -> tuple[int, ...]:
+        """A partition of the 256 bytes into classes (256-bit masks) such that bytes of one class have equal
+        derivatives (memoised)."""
         if self._classes is None:
             self._classes = _classes(self)
         return self._classes
@@ -345,32 +344,50 @@ def derivative(r: Rx, data: bytes) -> Rx:
     return r
 
 
-def _refine(labels: np.ndarray, other: np.ndarray) -> np.ndarray:
-    _, out = np.unique(labels.astype(np.int64) * 256 + other, return_inverse=True)
-    return out.reshape(-1)
+ONE_CLASS = (_ALL_BYTES,)  # the partition with every byte in one class
+_LABELS: dict[tuple[int, ...], bytes] = {}
 
 
-_SINGLE = np.zeros(256, dtype=np.int64)
+def refine(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    """The coarsest partition finer than both."""
+    if len(a) == 1:
+        return b
+    if len(b) == 1:
+        return a
+    return tuple(sorted(x & y for x in a for y in b if x & y))
 
 
-def _classes(r: Rx) -> tuple[np.ndarray, np.ndarray]:
+def _classes(r: Rx) -> tuple[int, ...]:
     kind, args = r.kind, r.args
     if kind == _BYTES:
-        labels = np.array([(args[0] >> b) & 1 for b in range(256)], dtype=np.int64)
-    elif kind == _CAT:
-        labels = args[0].classes()[0]
-        if args[0].nullable:
-            labels = _refine(labels, args[1].classes()[0])
-    elif kind in (_OR, _AND):
-        labels = _SINGLE
+        inside = args[0]
+        return (inside,) if inside == _ALL_BYTES else tuple(sorted((inside, _ALL_BYTES ^ inside)))
+    if kind == _CAT:
+        head = args[0].classes()
+        return refine(head, args[1].classes()) if args[0].nullable else head
+    if kind in (_OR, _AND):
+        out = ONE_CLASS
         for p in args[0]:
-            labels = _refine(labels, p.classes()[0])
-    elif kind in (_NOT, _REP):
-        labels = args[0].classes()[0]
-    else:
-        labels = _SINGLE
-    _, reps, labels = np.unique(labels, return_index=True, return_inverse=True)
-    return labels.reshape(-1), reps
+            out = refine(out, p.classes())
+        return out
+    if kind in (_NOT, _REP):
+        return args[0].classes()
+    return ONE_CLASS
+
+
+def class_labels(classes: tuple[int, ...]) -> bytes:
+    """Byte -> index of its class (memoised per partition)."""
+    labels = _LABELS.get(classes)
+    if labels is None:
+        largest = max(range(len(classes)), key=lambda c: classes[c].bit_count())
+        table = bytearray([largest]) * 256  # then only the bytes of the other classes are visited
+        for c, mask in enumerate(classes):
+            while c != largest and mask:
+                low = mask & -mask
+                table[low.bit_length() - 1] = c
+                mask ^= low
+        labels = _LABELS[classes] = bytes(table)
+    return labels
 
 
 def matches(r: Rx, data: bytes | str) -> bool:
@@ -394,26 +411,26 @@ def is_empty(r: Rx) -> bool:
 
 
 def _search_live(r: Rx, budget: int) -> bool:
+    """Depth first over derivatives (a short accepted string is usually found in a few steps)."""
     if r is EMPTY:
         return False
     if not r._has_boolean or r.nullable:
         return True
-    seen, frontier = {r}, deque([r])
-    while frontier and len(seen) < budget:
-        node = frontier.popleft()
+    seen, stack = {r}, [r]
+    while stack and len(seen) < budget:
+        node = stack.pop()
         if node._live is not None:
             if node._live:
                 return True
             continue
-        labels, reps = node.classes()
-        for b in reps:
-            nxt = node.row()[int(b)]
+        for m in reversed(node.classes()):
+            nxt = node.row()[(m & -m).bit_length() - 1]
             if nxt.nullable or (nxt is not EMPTY and not nxt._has_boolean):
                 return True
             if nxt not in seen and nxt is not EMPTY:
                 seen.add(nxt)
-                frontier.append(nxt)
-    if frontier:
+                stack.append(nxt)
+    if stack:
         return True  # budget spent: assume live
     for node in seen:
         node._live = False
@@ -518,7 +535,7 @@ class _RegexReader:
         self.fail(_UNSUPPORTED_OPS.get(name, name))
 
     def in_class(self, items) -> Rx:
-        negate, ranges, parts = False, [], []
+        negate, ranges = False, []
         for op, av in items:
             name = str(op)
             if name == "NEGATE":

@@ -60,8 +60,9 @@ def _finish(r: rx.Rx) -> bytes:
         node, path = queue.popleft()
         if node.nullable:
             return path
-        for b in node.classes()[1]:
-            nxt = node.row()[int(b)]
+        for mask in node.classes():
+            b = (mask & -mask).bit_length() - 1
+            nxt = node.row()[b]
             if nxt not in seen and _live(nxt):
                 seen.add(nxt)
                 queue.append((nxt, path + bytes([int(b)])))
@@ -74,13 +75,11 @@ def sample_terminal(r: rx.Rx, rng: random.Random, budget: int = 12) -> bytes:
     while len(out) < budget:
         if r.nullable and rng.random() < 0.25:
             return bytes(out)
-        labels, reps = r.classes()
-        options = [c for c, b in enumerate(reps) if _live(r.row()[int(b)])]
+        options = [mask for mask in r.classes() if _live(r.row()[(mask & -mask).bit_length() - 1])]
         if not options:
             return bytes(out)
         chosen = rng.choice(options)
-        members = [b for b in range(256) if labels[b] == chosen]
-        b = rng.choice(members)
+        b = rng.choice([b for b in range(256) if chosen >> b & 1])
         out.append(b)
         r = r.row()[b]
     return bytes(out) + _finish(r)
