@@ -12,7 +12,7 @@ The translation: each character class becomes the canonical spellings of its cha
 (:func:`~decoding.constraints.json_lexical.char_in`), and the anchors become the string's quotes. ``^`` and ``$``
 are the bytes ``"`` that open and close the string (a canonical string holds no other raw ``"``), so the searching
 language is ``("CHAR* | ε) R (CHAR*" | ε)`` intersected with the strings: exact, anchors anywhere included
-(``a^b`` matches nothing, ``^a$|b`` what it says).
+(``a^b`` matches nothing). Anchors at the ends only, the common case, need no intersection: ``^R`` is ``"R CHAR*"``.
 
 Example:
     >>> from decoding.constraints import rx
@@ -98,10 +98,28 @@ def pattern_string(pattern: str) -> rx.Rx:
         raise UnsupportedPattern(f"{pattern!r}: {exc}") from None
     if parsed.state.flags & (re.IGNORECASE | re.MULTILINE | re.LOCALE | re.VERBOSE | re.ASCII):
         raise UnsupportedPattern(f"inline flags in {pattern!r}")
-    body = _Reader(pattern, bool(parsed.state.flags & re.DOTALL)).seq(parsed)
+    reader = _Reader(pattern, bool(parsed.state.flags & re.DOTALL))
+    content = reader.search(list(parsed))
+    if content is not None:  # anchors only at the ends (of each top-level branch): no intersection needed
+        return rx.concat(_QUOTE, content, _QUOTE)
     around = rx.star(CHAR)
+    body = reader.seq(parsed)
     search = rx.concat(rx.optional(rx.concat(_QUOTE, around)), body, rx.optional(rx.concat(around, _QUOTE)))
     return rx.inter(search, STRING)
+
+
+_BEGIN = (_c.AT_BEGINNING, _c.AT_BEGINNING_STRING)
+_END = (_c.AT_END, _c.AT_END_STRING)
+
+
+def _has_anchor(items) -> bool:
+    for op, av in items:
+        if op is _c.AT or (op is _c.BRANCH and any(_has_anchor(b) for b in av[1])):
+            return True
+        if (op is _c.SUBPATTERN and _has_anchor(av[3])) or (op in (_c.MAX_REPEAT, _c.MIN_REPEAT)
+                                                           and _has_anchor(av[2])):
+            return True
+    return False
 
 
 class _Reader:
@@ -110,6 +128,30 @@ class _Reader:
 
     def fail(self, what: str) -> None:
         raise UnsupportedPattern(f"{what} in {self.pattern!r}")
+
+    def search(self, items: list) -> rx.Rx | None:
+        """The contents the pattern matches somewhere in, when its anchors sit only at its ends, possibly at the
+        ends of the branches of a group there (``^(a|$)`` is ``^a|^$``); None otherwise."""
+        if len(items) == 1 and items[0][0] is _c.BRANCH:
+            return self.union([list(branch) for branch in items[0][1][1]])
+        for k in (0, len(items) - 1):  # a group at an end holding anchors: distribute its branches
+            if items and _has_anchor(items[k:k + 1]) and items[k][0] in (_c.SUBPATTERN, _c.BRANCH):
+                inner = list(items[k][1][3]) if items[k][0] is _c.SUBPATTERN else [items[k]]
+                if items[k][0] is _c.SUBPATTERN and (items[k][1][1] or items[k][1][2]):
+                    return None
+                branches = inner[0][1][1] if len(inner) == 1 and inner[0][0] is _c.BRANCH else [inner]
+                return self.union([items[:k] + list(b) + items[k + 1:] for b in branches])
+        left = bool(items) and items[0][0] is _c.AT and items[0][1] in _BEGIN
+        right = len(items) > left and items[-1][0] is _c.AT and items[-1][1] in _END
+        core = items[int(left):len(items) - int(right)]
+        if _has_anchor(core):
+            return None
+        around = rx.star(CHAR)
+        return rx.concat(rx.EPSILON if left else around, self.seq(core), rx.EPSILON if right else around)
+
+    def union(self, alternatives: list[list]) -> rx.Rx | None:
+        parts = [self.search(a) for a in alternatives]
+        return None if any(p is None for p in parts) else rx.alt(*parts)
 
     def seq(self, items) -> rx.Rx:
         return rx.concat(*(self.item(op, av) for op, av in items))

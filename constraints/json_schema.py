@@ -23,8 +23,9 @@ schema's order (or in any order, ``key_order="any"``), within these decisions:
   multiples near the lower bound. Integers are written without a fraction (``2``, not ``2.0``, which draft 4
   and Python validators read as a float).
 * ``uniqueItems`` holds when at most one item fits, or when items come from at most 8 literal values (each used
-  once); otherwise it is refused. Lengths and counts above 100,000 are lowered to it; a count chain longer than
-  4,096 (``minItems``...) is refused; ``maxItems``/``maxProperties`` beyond the lower bound plus 256 are lowered.
+  once); otherwise it is refused. Lengths above 100,000 are lowered to it; a count chain longer than 1,024
+  (``minItems``...) is refused; ``maxItems``/``maxProperties`` beyond the lower bound plus 64 are lowered to it
+  (each count is a chain of rules).
 * ``format``: see :mod:`~decoding.constraints.json_formats`; ``pattern``: :mod:`~decoding.constraints.json_pattern`.
 
 Whatever cannot be expressed raises :class:`UnsupportedSchemaError` naming the keyword and its JSON pointer, and
@@ -66,8 +67,8 @@ KEY_ORDERS = ("schema", "any")
 MAX_ANY_ORDER = 8  # named properties per object under key_order="any" (2^n states)
 MAX_PATTERNS = 6  # patternProperties per object (2^n key regions)
 MAX_UNIQUE_VALUES = 8  # uniqueItems over a finite set of values (2^n states)
-MAX_CHAIN = 4_096  # states of one count chain (minItems, minProperties...)
-MAX_SPAN = 256  # how far maxItems/maxProperties are honoured above the lower bound
+MAX_CHAIN = 1_024  # states of one count chain (minItems, minProperties...)
+MAX_SPAN = 64  # how far maxItems/maxProperties are honoured above the lower bound
 _MULTIPLES_KEPT = 100
 _JSON_SPACE = rx.from_regex(r"[ \t\n\r]*")
 _SCALARS = frozenset({"null", "boolean", "string", "integer", "fraction"})
@@ -178,6 +179,7 @@ class _Translator:
         self.containers: dict[tuple, int] = {}
         self.queue: deque = deque()
         self.cfg: Cfg | None = None
+        self.count = 0
 
     def build(self) -> Cfg:
         start = self.value(self.normal.root_node())
@@ -214,7 +216,7 @@ class _Translator:
         nt = self.values.get(node)
         if nt is None:
             ptrs = sorted(self.normal.pointers[sid] for sid, _ in node)
-            nt = self.values[node] = self.g.nonterminal(f"value@{at(ptrs[0]) if ptrs else '/'}")
+            nt = self.values[node] = self.nonterminal("value", ptrs[0] if ptrs else "")
             self.queue.append((nt, node))
         return nt
 
@@ -233,6 +235,12 @@ class _Translator:
             if "array" in f.types:
                 alternatives.append([self.array_rule(f)])
         self.rules(nt, alternatives)
+
+    def nonterminal(self, kind: str, ptr: str) -> int:
+        """A new rule named after what it is and where (numbered here: the builder's own numbering of repeated
+        names costs a scan per name)."""
+        self.count += 1
+        return self.g.nonterminal(f"{kind}@{at(ptr)}#{self.count}")
 
     def rules(self, nt: int, alternatives: list[list[int]]) -> None:
         """``nt``'s alternatives; none at all makes ``nt`` match nothing (the builder prunes it)."""
@@ -274,9 +282,10 @@ class _Translator:
         high = None if f.max_length is None else min(f.max_length, rx.MAX_REPEAT)
         if high is not None and high < f.min_length:
             return rx.EMPTY
-        language = quoted(rx.repeat(CHAR, f.min_length, high))
         parts = [pattern_string(p) for p in f.patterns] + [quoted(format_content(x)) for x in f.formats]
-        language = rx.inter(language, *parts)
+        if f.min_length or high is not None or not parts:  # every part is a set of strings already
+            parts.append(quoted(rx.repeat(CHAR, f.min_length, high)))
+        language = rx.inter(*parts)
         for excluded in [pattern_string(p) for p in f.not_patterns] + [quoted(format_content(x))
                                                                       for x in f.not_formats]:
             language = rx.difference(language, excluded)
@@ -324,7 +333,7 @@ class _Translator:
     def object_rule(self, f: Flat) -> int:
         key = ("object", f.key)
         if key not in self.containers:
-            nt = self.containers[key] = self.g.nonterminal(f"object@{at(f.ptr)}")
+            nt = self.containers[key] = self.nonterminal("object", f.ptr)
             self.g.rule(nt, [self.lbrace, _ObjectBody(self, f).start(), self.rbrace])
         return self.containers[key]
 
@@ -332,7 +341,7 @@ class _Translator:
     def array_rule(self, f: Flat) -> int:
         key = ("array", f.key)
         if key not in self.containers:
-            nt = self.containers[key] = self.g.nonterminal(f"array@{at(f.ptr)}")
+            nt = self.containers[key] = self.nonterminal("array", f.ptr)
             body = _ArrayBody(self, f).start()
             self.rules(nt, [] if body is None else [[self.lbracket, body, self.rbracket]])
         return self.containers[key]
@@ -461,7 +470,7 @@ class _ObjectBody:
         walk(0, keys, ())
         if not regions or self.hi == 0:
             return None
-        nt = self.g.nonterminal(f"member@{at(f.ptr)}")
+        nt = self.t.nonterminal("member", f.ptr)
         for conjs, language in regions.items():
             self.g.rule(nt, [self.g.terminal(language, f"key@{at(f.ptr)}"), self.t.colon, self.t.value(conjs)])
         return nt
@@ -479,7 +488,7 @@ class _ObjectBody:
         if s in self.states:
             return self.states[s]
         todo = [s]
-        self.states[s] = self.g.nonterminal(f"members@{at(self.f.ptr)}")
+        self.states[s] = self.t.nonterminal("members", self.f.ptr)
         while todo:
             current = todo.pop()
             self.t.clock.check(self.f.ptr)
@@ -490,7 +499,7 @@ class _ObjectBody:
                 for x in rhs:
                     if isinstance(x, tuple):
                         if x not in self.states:
-                            self.states[x] = self.g.nonterminal(f"members@{at(self.f.ptr)}")
+                            self.states[x] = self.t.nonterminal("members", self.f.ptr)
                             todo.append(x)
                         x = self.states[x]
                     out.append(x)
@@ -529,7 +538,7 @@ class _ObjectBody:
     def more_members(self) -> int:
         """``(, member)*``, left-recursive."""
         if self.more is None:
-            self.more = self.g.nonterminal(f"more@{at(self.f.ptr)}")
+            self.more = self.t.nonterminal("more", self.f.ptr)
             self.g.rule(self.more, [])
             self.g.rule(self.more, [self.more, self.t.comma, self.member])
         return self.more
@@ -572,11 +581,12 @@ class _ArrayBody:
             self.hi = min(closed) if self.hi is None else min(self.hi, min(closed))
         if self.hi is not None:
             self.hi = min(self.hi, max(self.lo, self.prefix) + MAX_SPAN)
-        if self.lo > MAX_CHAIN:
-            raise refuse("minItems", f.ptr, f"{self.lo} is above {MAX_CHAIN}")
         self.contains = [(c, lo, hi) for c, lo, hi in f.contains if lo > 0 or hi is not None]
+        if self.lo > (MAX_CHAIN if self.contains or self.prefix > MAX_CHAIN else rx.MAX_REPEAT):
+            raise refuse("minItems", f.ptr, f"{self.lo} items with contains or prefixItems (at most {MAX_CHAIN})")
         self.cap = max(self.lo, self.prefix)
         self.more: int | None = None
+        self.runs: dict[tuple[int, int], int] = {}
 
     def start(self) -> int | None:
         if self.hi is not None and self.hi < self.lo:
@@ -595,7 +605,7 @@ class _ArrayBody:
         if s in self.states:
             return self.states[s]
         todo = [s]
-        self.states[s] = self.g.nonterminal(f"items@{at(self.f.ptr)}")
+        self.states[s] = self.t.nonterminal("items", self.f.ptr)
         while todo:
             current = todo.pop()
             self.t.clock.check(self.f.ptr)
@@ -605,7 +615,7 @@ class _ArrayBody:
                 for x in rhs:
                     if isinstance(x, tuple):
                         if x not in self.states:
-                            self.states[x] = self.g.nonterminal(f"items@{at(self.f.ptr)}")
+                            self.states[x] = self.t.nonterminal("items", self.f.ptr)
                             todo.append(x)
                         x = self.states[x]
                     out.append(x)
@@ -624,6 +634,12 @@ class _ArrayBody:
         if self.hi is None and i >= self.cap and saturated:  # only the tail schema is left: a plain list
             tail = self.item(i, [])
             return out + ([sep + [tail, self.more_items(tail)]] if tail is not None else [])
+        if not self.contains and self.prefix <= i < self.lo:  # a run of required items of the tail schema
+            tail = self.item(i, [])
+            if tail is None:
+                return out
+            run = ([tail] if first else [self.t.comma, tail]) + self.run(tail, self.lo - i - 1)
+            return [run + [("items", self.lo, counts, False)]]
         nxt_i = i + 1 if self.hi is not None or i < self.cap else i
         for extra, nxt_counts in self.variants(counts):
             value = self.item(i, extra)
@@ -649,9 +665,21 @@ class _ArrayBody:
             out = [(extra + e, cs + (m,)) for extra, cs in out for e, m in options]
         return out
 
+    def run(self, item: int, k: int) -> list[int]:
+        """``(, item){k}`` as at most one symbol: rules that double, so ``minItems: 600`` costs ten rules."""
+        if k == 0:
+            return []
+        if (item, k) not in self.runs:
+            nt = self.runs[(item, k)] = self.t.nonterminal("run", self.f.ptr)
+            if k == 1:
+                self.g.rule(nt, [self.t.comma, item])
+            else:
+                self.g.rule(nt, self.run(item, k // 2) * 2 + self.run(item, k % 2))
+        return [self.runs[(item, k)]]
+
     def more_items(self, tail: int) -> int:
         if self.more is None:
-            self.more = self.g.nonterminal(f"more@{at(self.f.ptr)}")
+            self.more = self.t.nonterminal("more", self.f.ptr)
             self.g.rule(self.more, [])
             self.g.rule(self.more, [self.more, self.t.comma, tail])
         return self.more
@@ -679,7 +707,7 @@ class _ArrayBody:
         states: dict[frozenset, int] = {}
         for size in range(len(values), -1, -1):
             for used in _subsets(len(values), size):
-                nt = states[used] = self.g.nonterminal(f"unique@{at(f.ptr)}")
+                nt = states[used] = self.t.nonterminal("unique", f.ptr)
                 alternatives = [[]] if size >= self.lo else []
                 if self.hi is None or size < self.hi:
                     alternatives += [([] if not used else [self.t.comma]) + [symbols[k], states[used | {k}]]
