@@ -1,17 +1,18 @@
-"""Numba kernels walking byte automata over token bytes, and the vocabulary byte trie behind token masks.
+"""Numba kernels walking token bytes through a lazily built byte automaton, and the vocabulary byte trie.
 
-A token mask asks, for one automaton state, which of the V tokens' byte strings lead to a live state. Walking
-every token from the state costs the total length of the vocabulary (about 1.7 MB for Gemma's 262,144 tokens).
-Tokens share prefixes, so :func:`build_trie` stores the vocabulary once as a byte trie whose nodes are numbered in
-preorder (depth-first, children in byte order): the subtree of node ``i`` is the contiguous range
-``i .. end[i] - 1``. :func:`mask_from_state` walks the nodes in that order keeping one automaton state per depth
-(an explicit stack: the parent of a node at depth ``d`` is the last node seen at depth ``d - 1``) and jumps to
-``end[i]`` as soon as the state is dead, so a shared prefix is read once and a dead prefix prunes its whole subtree.
+Automata here are the tables of :class:`~decoding.constraints.lexer.Lexer`: ``table[s, b]`` is the next state,
+``-1`` (dead) or ``-2`` (row not built yet). :func:`walk` and :func:`walk_batch` stop where they need a row that
+is not built and say so; the caller builds it (in Python: derivatives of regular expressions) and resumes. So
+only the rows that the text actually visits are ever built.
+
+Token masks walk the vocabulary once as a byte trie (:func:`build_trie`) whose nodes are numbered in preorder
+(depth-first, children in byte order): the subtree of node ``i`` is the contiguous range ``i .. end[i] - 1``, so a
+shared prefix is read once and a dead prefix prunes its whole subtree (:mod:`kernels.trie_lexing` walks it).
 
 Each kernel has a slow pure-Python reference (``*_reference``) that the tests compare it with.
 
-Shapes: ``transitions`` int32 ``[S, 256]`` (-1 dead); ``live`` bool ``[S]``; ``flat`` uint8 (all token bytes
-concatenated) with ``offsets`` int64 ``[V + 1]`` (token ``t`` is ``flat[offsets[t]:offsets[t + 1]]``).
+Shapes: ``table`` int32 ``[S, 256]``; ``flat`` uint8 (all token bytes concatenated) with ``offsets`` int64
+``[V + 1]`` (token ``t`` is ``flat[offsets[t]:offsets[t + 1]]``).
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ import numpy as np
 from numba import njit
 
 __all__ = [
-    "Trie", "build_trie", "build_trie_reference", "flatten", "mask_from_state", "mask_from_state_reference",
-    "trie_strings", "walk", "walk_reference",
+    "UNBUILT", "Trie", "build_trie", "build_trie_reference", "flatten", "trie_strings", "walk", "walk_batch",
+    "walk_batch_reference", "walk_reference",
 ]
+
+UNBUILT = -2  # as constraints.lexer.UNBUILT: a row not built yet
 
 
 def flatten(token_bytes: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
@@ -36,24 +39,33 @@ def flatten(token_bytes: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
     return flat, offsets
 
 
-# --- one token --------------------------------------------------------------------------------------------------
+# --- token walks ------------------------------------------------------------------------------------------------
 
 
 @njit(cache=True, nogil=True)
-def walk(transitions, state, flat, offsets, token_id):
-    """The state after token ``token_id``'s bytes from ``state``; -1 as soon as it is dead."""
-    for k in range(offsets[token_id], offsets[token_id + 1]):
-        if state < 0:
-            return -1
-        state = transitions[state, flat[k]]
-    return state
+def walk(table, state, flat, start, stop):
+    """Read ``flat[start:stop]`` from ``state``: ``(state, k)``.
+
+    ``k == stop``: all bytes read, ``state`` is where they lead (``-1``: dead). ``k < stop``: the row of ``state``
+    is not built; build it and call again from ``(state, k)``.
+    """
+    for k in range(start, stop):
+        nxt = table[state, flat[k]]
+        if nxt == UNBUILT:
+            return state, k
+        if nxt < 0:
+            return -1, stop
+        state = nxt
+    return state, stop
 
 
 @njit(cache=True, nogil=True)
-def walk_batch(transitions, live, accepting, special, is_eos, flat, offsets, states, tokens, out):
-    """``TokenAutomaton.advance`` for every row at once: out[i] is the state after tokens[i] from states[i].
+def walk_batch(table, accepting, special, is_eos, flat, offsets, states, tokens, out, unbuilt):
+    """``TokenAutomaton.advance_batch``: ``out[i]`` is the state after ``tokens[i]`` from ``states[i]``.
 
-    EOS keeps an accepting state (the sequence ends there) and kills any other; other special tokens kill.
+    EOS keeps an accepting state (the sequence ends there) and kills any other; other special tokens kill. Where
+    the walk needs a row that is not built, ``out[i] = -2`` and ``unbuilt[i]`` is the state whose row is missing:
+    build it and walk that row again.
     """
     for i in range(states.shape[0]):
         state, token = states[i], tokens[i]
@@ -64,18 +76,46 @@ def walk_batch(transitions, live, accepting, special, is_eos, flat, offsets, sta
         elif special[token]:
             out[i] = -1
         else:
-            nxt = walk(transitions, state, flat, offsets, token)
-            out[i] = nxt if nxt >= 0 and live[nxt] else -1
+            stop = offsets[token + 1]
+            nxt, k = walk(table, state, flat, offsets[token], stop)
+            if k < stop:
+                out[i] = UNBUILT
+                unbuilt[i] = nxt
+            else:
+                out[i] = nxt
     return out
 
 
-def walk_reference(transitions, state: int, flat, offsets, token_id: int) -> int:
-    """Slow reference of :func:`walk`."""
-    for b in bytes(flat[offsets[token_id]:offsets[token_id + 1]]):
+def walk_reference(table, state: int, data: bytes) -> tuple[int, int]:
+    """Slow reference of :func:`walk` over the bytes ``data``: ``(state, bytes read)``, as :func:`walk`."""
+    for k, b in enumerate(data):
+        nxt = int(table[state][b])
+        if nxt == UNBUILT:
+            return state, k
+        if nxt < 0:
+            return -1, len(data)
+        state = nxt
+    return state, len(data)
+
+
+def walk_batch_reference(table, accepting, special, is_eos, token_bytes: list[bytes], states, tokens):
+    """Slow reference of :func:`walk_batch`: ``(out, unbuilt)`` as lists (``unbuilt`` is None where not stuck)."""
+    out, unbuilt = [], []
+    for state, token in zip(states, tokens):
+        stuck = None
         if state < 0:
-            return -1
-        state = int(transitions[state][b])
-    return int(state)
+            nxt = -1
+        elif is_eos[token]:
+            nxt = state if accepting[state] else -1
+        elif special[token]:
+            nxt = -1
+        else:
+            nxt, k = walk_reference(table, state, token_bytes[token])
+            if k < len(token_bytes[token]):
+                nxt, stuck = UNBUILT, nxt
+        out.append(nxt)
+        unbuilt.append(stuck)
+    return out, unbuilt
 
 
 # --- the vocabulary trie ----------------------------------------------------------------------------------------
@@ -196,57 +236,4 @@ def trie_strings(trie: Trie) -> dict[bytes, list[int]]:
             path.append(int(trie.byte[i]))
         ids = trie.token_ids[trie.token_offsets[i]:trie.token_offsets[i + 1]]
         out[bytes(path)] = sorted(int(t) for t in ids)
-    return out
-
-
-# --- masks ------------------------------------------------------------------------------------------------------
-
-
-@njit(cache=True, nogil=True)
-def _mask_kernel(transitions, live, byte, depth, end, token_offsets, token_ids, max_depth, state, out):
-    if state < 0 or not live[state]:
-        return
-    stack = np.empty(max_depth + 1, dtype=np.int32)  # stack[d]: automaton state at the last node of depth d
-    stack[0] = state
-    for k in range(token_offsets[0], token_offsets[1]):  # empty tokens: the state itself, live
-        out[token_ids[k]] = True
-    n = len(byte)
-    i = 1
-    while i < n:
-        d = depth[i]
-        s = transitions[stack[d - 1], byte[i]]
-        if s < 0 or not live[s]:
-            i = end[i]  # prune the whole subtree
-            continue
-        stack[d] = s
-        for k in range(token_offsets[i], token_offsets[i + 1]):
-            out[token_ids[k]] = True
-        i += 1
-
-
-def mask_from_state(transitions: np.ndarray, live: np.ndarray, trie: Trie, state: int, out: np.ndarray) -> np.ndarray:
-    """Set ``out[t] = True`` for every token in ``trie`` whose bytes lead from ``state`` to a live state.
-
-    ``out`` (bool ``[V]``) is not cleared first; it is returned.
-    """
-    _mask_kernel(transitions, live, trie.byte, trie.depth, trie.end, trie.token_offsets, trie.token_ids,
-                 trie.max_depth, state, out)
-    return out
-
-
-def mask_from_state_reference(transitions, live, token_bytes: list[bytes], include, state: int) -> np.ndarray:
-    """Slow reference of :func:`mask_from_state`: walk every included token on its own."""
-    out = np.zeros(len(token_bytes), dtype=bool)
-    if state < 0 or not live[state]:
-        return out
-    table = transitions.tolist()
-    for t, data in enumerate(token_bytes):
-        if not include[t]:
-            continue
-        s = state
-        for b in data:
-            s = table[s][b]
-            if s < 0:
-                break
-        out[t] = s >= 0 and bool(live[s])
     return out

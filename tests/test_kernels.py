@@ -1,4 +1,5 @@
-"""The sampling kernels (``kernels/sampling.py``) against slow float64 references written here.
+"""The sampling kernels (``kernels/sampling.py``) against slow float64 references written here, and the automaton
+kernels (``kernels/automata.py``) against their pure-Python references on the real Llama 3 vocabulary.
 
 ``mass_cutoff`` decides every truncation sampler's kept set and ``inverse_cdf`` every categorical draw, so both are
 checked exactly: ``mass_cutoff`` on dyadic probabilities (multiples of 2**-20, whose float32 partial sums are exact,
@@ -16,6 +17,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from decoding.kernels import automata
 from decoding.kernels.sampling import (
     check_logprobs,
     entropy,
@@ -449,3 +451,77 @@ def test_keep():
     assert torch.equal(x, before)
     torch.testing.assert_close(y.exp(), torch.tensor([[0.625, 0.375, 0.0], [0.0, 0.0, 1.0]]))
     assert torch.equal(torch.isfinite(y), mask)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# automata: token walks over partly built tables, the vocabulary trie
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def llama_vocab(llama_tokenizer):
+    from decoding.vocabulary import Vocabulary
+
+    return Vocabulary(llama_tokenizer)
+
+
+def lazy_table(rng: np.random.Generator, n_states: int, p_dead: float, p_unbuilt: float) -> np.ndarray:
+    """A random table as a lazily built automaton has it: entries are states or -1, and whole rows are -2."""
+    table = rng.integers(0, n_states, (n_states, 256)).astype(np.int32)
+    table[rng.random((n_states, 256)) < p_dead] = -1
+    table[rng.random(n_states) < p_unbuilt] = automata.UNBUILT
+    return table
+
+
+def test_walk_kernel_equals_reference(llama_vocab):
+    """Dense tables (most walks reach the end of the token) and sparse ones (most die), some rows unbuilt: state
+    and stopping position equal the reference's for 2,000 random tokens from every state."""
+    vocab = llama_vocab
+    flat, offsets = automata.flatten(vocab.token_bytes)
+    rng = np.random.default_rng(3)
+    tokens = rng.integers(0, vocab.size, 2000)
+    outcomes = set()
+    for n_states, p_dead, p_unbuilt in [(6, 0.01, 0.3), (9, 0.5, 0.3)]:
+        table = lazy_table(rng, n_states, p_dead, p_unbuilt)
+        for t in tokens.tolist():
+            data = vocab.token_bytes[t]
+            for state in range(n_states):
+                got = automata.walk(table, state, flat, offsets[t], offsets[t + 1])
+                state_ref, read = automata.walk_reference(table, state, data)
+                assert (int(got[0]), int(got[1] - offsets[t])) == (state_ref, read), (t, state)
+                outcomes.add("stuck" if read < len(data) else "dead" if state_ref < 0 else "done")
+    assert outcomes == {"stuck", "dead", "done"}
+
+
+def test_walk_batch_equals_reference(llama_vocab):
+    """Rows with DEAD states, EOS (kept only by accepting states), other special tokens, and walks that stop at
+    an unbuilt row (reported with the state whose row is missing)."""
+    vocab = llama_vocab
+    flat, offsets = automata.flatten(vocab.token_bytes)
+    special = np.asarray(vocab.is_special, dtype=bool)
+    is_eos = np.zeros(vocab.size, dtype=bool)
+    is_eos[list(vocab.eos_token_ids)] = True
+    rng = np.random.default_rng(4)
+    table = lazy_table(rng, 8, 0.05, 0.3)
+    accepting = rng.random(8) < 0.5
+    b = 5000
+    states = rng.integers(-1, 8, b)
+    tokens = rng.integers(0, vocab.size, b)
+    tokens[::50] = vocab.eos_token_ids[0]
+    tokens[1::50] = np.flatnonzero(special)[0]
+    out, unbuilt = np.empty(b, dtype=np.int64), np.full(b, -7, dtype=np.int64)
+    automata.walk_batch(table, accepting, special, is_eos, flat, offsets, states, tokens, out, unbuilt)
+    want, want_unbuilt = automata.walk_batch_reference(table, accepting, special, is_eos, vocab.token_bytes,
+                                                       states.tolist(), tokens.tolist())
+    assert out.tolist() == want
+    stuck = out == automata.UNBUILT
+    assert unbuilt[stuck].tolist() == [s for s in want_unbuilt if s is not None]
+    assert stuck.sum() > 100 and (out >= 0).sum() > 100 and (out == -1).sum() > 100
+
+
+def test_trie_equals_reference(llama_vocab):
+    include = ~llama_vocab.is_special
+    trie = automata.build_trie(llama_vocab.token_bytes, include)
+    assert automata.trie_strings(trie) == automata.build_trie_reference(llama_vocab.token_bytes, include)
+    # preorder: each subtree is a contiguous range that ends before its parent's
+    assert (trie.end > np.arange(trie.n_nodes)).all() and trie.end[0] == trie.n_nodes
