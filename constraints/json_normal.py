@@ -15,7 +15,8 @@ node into :class:`Flat` alternatives (their union is the node's language): ``$re
   their ``const``/``enum`` values or a required property whose values are (tagged unions need no complement).
 
 Internal keywords ``$$notEnum``, ``$$notPattern``, ``$$notFormat`` and ``$$notMultipleOf`` carry complements of
-scalar keywords. A :class:`Flat` merges one alternative's keywords (types intersected, bounds tightened, per-schema
+scalar keywords; ``$$some`` those of ``additionalProperties``, ``patternProperties`` and ``propertyNames`` (some
+member whose key is of a kind has a value under a schema). A :class:`Flat` merges one alternative's keywords (types intersected, bounds tightened, per-schema
 ``properties``/``additionalProperties`` kept apart because each schema's ``additionalProperties`` sees only its
 own ``properties``). A flat says nothing about emission order or grammar: see
 :mod:`~decoding.constraints.json_schema`.
@@ -137,6 +138,7 @@ class Flat:
     max_properties: int | None = None
     dependent_required: dict[str, list[str]] = field(default_factory=dict)
     property_names: list[Conj] = field(default_factory=list)
+    witnesses: list[tuple[dict, Conj]] = field(default_factory=list)  # $$some: (key spec, value conjunct)
     arrays: list[ArraySpec] = field(default_factory=list)
     min_items: int = 0
     max_items: int | None = None
@@ -482,8 +484,20 @@ class Normaliser:
             return [{"type": "array", "items": {"not": value}}]
         if key == "additionalItems" and not isinstance(s.get("items"), list):
             return []  # additionalItems without a list of items constrains nothing
+        if key in ("additionalProperties", "unevaluatedProperties") and not (
+                key == "unevaluatedProperties" and ("additionalProperties" in s or any(k in s for k in _APPLICATORS))):
+            if value is True:
+                return []
+            keys = {"not_names": list(_dict(s.get("properties", {}), "properties", ptr)),
+                    "not_patterns": list(_dict(s.get("patternProperties", {}), "patternProperties", ptr))}
+            return [{"type": "object", "$$some": {**keys, "schema": {"not": value}}}]
+        if key == "patternProperties":
+            return [{"type": "object", "$$some": {"patterns": [p], "schema": {"not": v}}}
+                    for p, v in _dict(value, key, ptr).items()]
+        if key == "propertyNames":
+            return [{"type": "object", "$$some": {"names": {"not": value}, "schema": True}}]
         if key in ("additionalProperties", "patternProperties", "propertyNames", "additionalItems", "items",
-                   "contains", "uniqueItems", "unevaluatedProperties", "unevaluatedItems") or key in _UNSUPPORTED:
+                   "contains", "uniqueItems", "unevaluatedProperties", "unevaluatedItems", "$$some") or key in _UNSUPPORTED:
             raise refuse("not", ptr, f"the complement of '{key}' is not supported")
         return []  # unknown keywords are annotations
 
@@ -587,6 +601,10 @@ class Normaliser:
                     raise ValueError(f"'{key}' at {at(ptr)}: {name!r} must list strings")
         if "propertyNames" in s:
             flat.property_names.append(self.conj(s["propertyNames"], f"{ptr}/propertyNames"))
+        if "$$some" in s:  # some member whose key fits the spec has a value under the schema
+            spec = s["$$some"]
+            names = {"names": self.conj(spec["names"], f"{ptr}/propertyNames")} if "names" in spec else {}
+            flat.witnesses.append(({**spec, **names}, self.conj(spec["schema"], f"{ptr}/$$some")))
 
     def _merge_array(self, flat: Flat, s: dict, whole: dict, ptr: str) -> None:
         items = s.get("items")

@@ -67,6 +67,7 @@ KEY_ORDERS = ("schema", "any")
 MAX_ANY_ORDER = 8  # named properties per object under key_order="any" (2^n states)
 MAX_PATTERNS = 6  # patternProperties per object (2^n key regions)
 MAX_UNIQUE_VALUES = 8  # uniqueItems over a finite set of values (2^n states)
+MAX_WITNESSES = 3  # complements of additionalProperties & co. on one object (2^n states)
 MAX_CHAIN = 1_024  # states of one count chain (minItems, minProperties...)
 MAX_SPAN = 64  # how far maxItems/maxProperties are honoured above the lower bound
 _MULTIPLES_KEPT = 100
@@ -321,13 +322,23 @@ class _Translator:
             first = -(_MULTIPLES_KEPT // 2)
         return rx.alt(*(number_spellings(k * q) for k in range(first, first + _MULTIPLES_KEPT)))
 
+    def witness_keys(self, spec: dict) -> rx.Rx:
+        """The keys a witness may have: matching ``patterns``, not ``not_names`` nor ``not_patterns``, and under
+        the ``names`` schema."""
+        language = rx.inter(STRING, *(pattern_string(p) for p in spec.get("patterns", [])))
+        excluded = [rx.literals([dumps(k) for k in spec.get("not_names", [])])]
+        excluded += [pattern_string(p) for p in spec.get("not_patterns", [])]
+        if "names" in spec:
+            language = rx.inter(language, self.strings_of(spec["names"]))
+        return rx.difference(language, rx.alt(*excluded))
+
+    def strings_of(self, c: Conj) -> rx.Rx:
+        """The strings valid under the conjunct ``c``."""
+        return rx.alt(*(self.scalars(g, frozenset({"string"})) for g in self.normal.alternatives(frozenset([c]))))
+
     def key_language(self, f: Flat) -> rx.Rx:
         """The keys ``propertyNames`` allows (all strings when absent)."""
-        language = STRING
-        for c in f.property_names:
-            names = rx.alt(*(self.scalars(g, frozenset({"string"})) for g in self.normal.alternatives(frozenset([c]))))
-            language = rx.inter(language, names)
-        return language
+        return rx.inter(STRING, *(self.strings_of(c) for c in f.property_names))
 
     # -- objects ---------------------------------------------------------------------------------------------------
     def object_rule(self, f: Flat) -> int:
@@ -366,6 +377,10 @@ class _Translator:
         for name, v in value.items():
             conjs = self.normal.member(f, name)
             if (names is not None and not rx.matches(names, dumps(name))) or not self.admits(frozenset(conjs), v):
+                return False
+        for spec, c in f.witnesses:
+            keys = self.witness_keys(spec)
+            if not any(rx.matches(keys, dumps(k)) and self.admits(frozenset([c]), v) for k, v in value.items()):
                 return False
         return (all(r in value for r in f.required) and f.min_properties <= len(value)
                 and (f.max_properties is None or len(value) <= f.max_properties)
@@ -410,10 +425,12 @@ def _is_false(normal: Normaliser, conjs: list[Conj]) -> bool:
 class _ObjectBody:
     """The members of the objects of one flat, as rules over states (see the module docstring for the order).
 
-    Schema order: state ``(j, c, first, pending, absent)``: named member j is next, c named members are present
-    (counted only under min/maxProperties), ``pending`` names a present member's ``dependentRequired`` made
-    required, ``absent`` the earlier absent names that a later member would require. Then the free members.
-    Any order: state ``(used, g)``: the named members used and the number of free members so far.
+    Schema order: state ``(j, c, first, pending, absent, done)``: named member j is next, c named members are
+    present (counted only under min/maxProperties), ``pending`` names a present member's ``dependentRequired``
+    made required, ``absent`` the earlier absent names that a later member would require. Then the free members:
+    ``(c, g, first, done)`` with g free members so far. Any order: ``(used, g, done)``. Throughout, ``done`` is
+    the set of witnesses found: a witness (from ``not additionalProperties`` and the like) is some member whose key
+    is of a kind and whose value is under a schema; a member may be one, its value then under both schemas.
     """
 
     def __init__(self, t: _Translator, f: Flat):
@@ -427,61 +444,98 @@ class _ObjectBody:
         self.counting = self.lo > 0 or self.hi is not None
         if self.lo > MAX_CHAIN:
             raise refuse("minProperties", f.ptr, f"{self.lo} is above {MAX_CHAIN}")
-        self.values: list[int | None] = []
+        if len(f.witnesses) > MAX_WITNESSES:
+            raise refuse("not", f.ptr, f"{len(f.witnesses)} complements of additionalProperties, patternProperties "
+                         f"or propertyNames on one object (at most {MAX_WITNESSES})")
+        self.witness_keys = [t.witness_keys(spec) for spec, _ in f.witnesses]
+        self.all_done = frozenset(range(len(f.witnesses)))
+        self.conjs: list[list[Conj] | None] = []
         for name in self.named:
             conjs = n.member(f, name)
             allowed = not _is_false(n, conjs) and rx.matches(key_language, dumps(name)) and self.hi != 0
-            self.values.append(t.value(frozenset(conjs)) if allowed else None)
+            self.conjs.append(conjs if allowed else None)
         self.required = set(f.required)
         self.deps = {a: [b for b in bs if b in self.named] for a, bs in f.dependent_required.items()}
-        self.member = self.free_members(rx.difference(key_language, rx.literals([dumps(k) for k in self.named])))
+        self.regions = self.free_regions(rx.difference(key_language, rx.literals([dumps(k) for k in self.named])))
+        self.members: dict[frozenset, int | None] = {}
         self.more: int | None = None
-        reachable = sum(v is not None for v in self.values) + (self.member is not None)
+        reachable = sum(c is not None for c in self.conjs) + bool(self.regions)
         if self.lo > reachable:  # free keys may repeat: only one of them surely counts
             raise refuse("minProperties", f.ptr, f"{self.lo} properties need {self.lo - reachable + 1} distinct free "
                          "keys, and free keys are not kept distinct (name the properties instead)")
 
-    def free_members(self, keys: rx.Rx) -> int | None:
-        """The rule of one free member (key, colon, value), by key regions of ``patternProperties``; None when no
-        free member may appear."""
+    def free_regions(self, keys: rx.Rx) -> list[tuple[rx.Rx, list[Conj], frozenset]]:
+        """The free keys by region: (keys, value conjuncts, witnesses the key may be), split by the
+        ``patternProperties`` they match and the witnesses' kinds of key."""
         f, n = self.f, self.t.normal
-        patterns = [(p, c, i) for i, spec in enumerate(f.objects) for p, c in spec.patterns]
-        if len(patterns) > MAX_PATTERNS:
+        patterns = [(pattern_string(p), c, i) for i, spec in enumerate(f.objects) for p, c in spec.patterns]
+        if len(patterns) + len(self.witness_keys) > MAX_PATTERNS:
             raise refuse("patternProperties", f.ptr, f"{len(patterns)} patterns on one object (at most "
-                         f"{MAX_PATTERNS})")
-        regions: dict[frozenset, rx.Rx] = {}
+                         f"{MAX_PATTERNS - len(self.witness_keys)})")
+        cuts = [language for language, _, _ in patterns] + self.witness_keys
+        regions: dict[tuple, rx.Rx] = {}
 
         def walk(k: int, language: rx.Rx, inside: tuple) -> None:
             if rx.is_empty(language):
                 return
-            if k < len(patterns):
-                pattern = pattern_string(patterns[k][0])
-                walk(k + 1, rx.inter(language, pattern), inside + (True,))
-                walk(k + 1, rx.difference(language, pattern), inside + (False,))
+            if k < len(cuts):
+                walk(k + 1, rx.inter(language, cuts[k]), inside + (True,))
+                walk(k + 1, rx.difference(language, cuts[k]), inside + (False,))
                 return
-            conjs = [c for (_, c, _), hit in zip(patterns, inside) if hit]
-            hit_specs = {i for (_, _, i), hit in zip(patterns, inside) if hit}
+            hits = inside[:len(patterns)]
+            conjs = [c for (_, c, _), hit in zip(patterns, hits) if hit]
+            hit_specs = {i for (_, _, i), hit in zip(patterns, hits) if hit}
             conjs += [spec.additional for i, spec in enumerate(f.objects)
                       if spec.additional is not None and i not in hit_specs]
             if not _is_false(n, conjs):
-                group = frozenset(conjs)
+                group = (frozenset(conjs), frozenset(w for w, hit in enumerate(inside[len(patterns):]) if hit))
                 regions[group] = rx.alt(regions.get(group, rx.EMPTY), language)
 
         walk(0, keys, ())
-        if not regions or self.hi == 0:
-            return None
-        nt = self.t.nonterminal("member", f.ptr)
-        for conjs, language in regions.items():
-            self.g.rule(nt, [self.g.terminal(language, f"key@{at(f.ptr)}"), self.t.colon, self.t.value(conjs)])
-        return nt
+        return [] if self.hi == 0 else [(language, sorted(conjs), kinds) for (conjs, kinds), language in
+                                        regions.items()]
+
+    def member(self, witnesses: frozenset) -> int | None:
+        """The rule of one free member that is each of ``witnesses`` (none: any free member); None if none can be."""
+        if witnesses not in self.members:
+            alternatives = []
+            for language, conjs, kinds in self.regions:
+                if witnesses <= kinds:
+                    value = self.t.value(frozenset(conjs + [self.f.witnesses[w][1] for w in witnesses]))
+                    alternatives.append([self.g.terminal(language, f"key@{at(self.f.ptr)}"), self.t.colon, value])
+            nt = None
+            if alternatives:
+                nt = self.t.nonterminal("member", self.f.ptr)
+                self.t.rules(nt, alternatives)
+            self.members[witnesses] = nt
+        return self.members[witnesses]
+
+    def named_variants(self, j: int, done: frozenset) -> list[tuple[int, frozenset]]:
+        """Named member j's value rules: as itself, and as each set of the witnesses still missing its key fits."""
+        conjs, key = self.conjs[j], dumps(self.named[j])
+        if conjs is None:
+            return []
+        kinds = [w for w in sorted(self.all_done - done) if rx.matches(self.witness_keys[w], key)]
+        return [(self.t.value(frozenset(conjs + [self.f.witnesses[w][1] for w in subset])), frozenset(subset))
+                for size in range(len(kinds) + 1) for subset in combinations(kinds, size)]
+
+    def free_variants(self, done: frozenset) -> list[tuple[int, frozenset]]:
+        missing = sorted(self.all_done - done)
+        out = []
+        for size in range(len(missing) + 1):
+            for subset in combinations(missing, size):
+                symbol = self.member(frozenset(subset))
+                if symbol is not None:
+                    out.append((symbol, frozenset(subset)))
+        return out
 
     def start(self) -> int | None:
         if self.t.key_order == "any":
             if len(self.named) > MAX_ANY_ORDER:
                 raise refuse("properties", self.f.ptr, f"key_order='any' with {len(self.named)} named properties "
                              f"(at most {MAX_ANY_ORDER}); use key_order='schema'")
-            return self.state(("any", frozenset(), 0))
-        return self.state(("seq", 0, 0, True, frozenset(), frozenset()))
+            return self.state(("any", frozenset(), 0, frozenset()))
+        return self.state(("seq", 0, 0, True, frozenset(), frozenset(), frozenset()))
 
     def state(self, s: tuple) -> int:
         """The rule of state ``s`` (its alternatives built on first use, iteratively)."""
@@ -493,7 +547,7 @@ class _ObjectBody:
             current = todo.pop()
             self.t.clock.check(self.f.ptr)
             alternatives = []
-            transitions = {"any": self.any_order, "seq": self.schema_order, "free": self.free_counted}[current[0]]
+            transitions = {"any": self.any_order, "seq": self.schema_order, "free": self.free_part}[current[0]]
             for rhs in transitions(current):
                 out = []
                 for x in rhs:
@@ -511,58 +565,63 @@ class _ObjectBody:
         return [] if first else [self.t.comma]
 
     def schema_order(self, s: tuple) -> list[list]:
-        _, j, c, first, pending, absent = s
+        _, j, c, first, pending, absent, done = s
         if j == len(self.named):
-            return self.free_tail(c, first)
-        name, value = self.named[j], self.values[j]
+            return [[("free", c, 0, first, done)]]
+        name = self.named[j]
         later = {b for b in self.deps.get(name, []) if self.named.index(b) > j}
         earlier = {b for b in self.deps.get(name, []) if self.named.index(b) < j}
         watched = any(name in bs and self.named.index(a) > j for a, bs in self.deps.items() if a in self.named)
         out = []
-        if value is not None and (self.hi is None or c < self.hi) and not earlier & absent:
-            nxt = ("seq", j + 1, c + 1 if self.counting else 0, False, (pending | later) - {name}, absent)
-            out.append(self.sep(first) + [self.t.key(name), self.t.colon, value, nxt])
+        if (self.hi is None or c < self.hi) and not earlier & absent:
+            for value, found in self.named_variants(j, done):
+                nxt = ("seq", j + 1, c + 1 if self.counting else 0, False, (pending | later) - {name}, absent,
+                       done | found)
+                out.append(self.sep(first) + [self.t.key(name), self.t.colon, value, nxt])
         if name not in self.required and name not in pending:
-            out.append([("seq", j + 1, c, first, pending, absent | ({name} if watched else set()))])
+            out.append([("seq", j + 1, c, first, pending, absent | ({name} if watched else set()), done)])
         return out
 
-    def free_tail(self, c: int, first: bool) -> list[list]:
+    def free_part(self, s: tuple) -> list[list]:
         """Free members after ``c`` named ones: each counts towards maxProperties, the first towards min."""
-        closing = [[]] if c >= self.lo else []
-        if self.member is None:
-            return closing
-        if self.hi is None:
-            return closing + ([self.sep(first) + [self.member, self.more_members()]] if c + 1 >= self.lo else [])
-        return [[("free", c, 0, first)]]
+        _, c, g, first, done = s
+        out = [[]] if c + min(g, 1) >= self.lo and done == self.all_done else []
+        if self.hi is not None and c + g + 1 > self.hi:
+            return out
+        member = self.member(frozenset())
+        if self.hi is None and done == self.all_done:  # nothing left to count or find: a plain list
+            return out + ([self.sep(first) + [member, self.more_members(member)]] if member is not None
+                          and c + 1 >= self.lo else [])
+        nxt_g = min(g + 1, 1) if self.hi is None else g + 1
+        return out + [self.sep(first) + [symbol, ("free", c, nxt_g, False, done | found)]
+                      for symbol, found in self.free_variants(done)]
 
-    def more_members(self) -> int:
+    def more_members(self, member: int) -> int:
         """``(, member)*``, left-recursive."""
         if self.more is None:
             self.more = self.t.nonterminal("more", self.f.ptr)
             self.g.rule(self.more, [])
-            self.g.rule(self.more, [self.more, self.t.comma, self.member])
+            self.g.rule(self.more, [self.more, self.t.comma, member])
         return self.more
 
-    def free_counted(self, s: tuple) -> list[list]:
-        _, c, g, first = s
-        out = [[]] if c + min(g, 1) >= self.lo else []
-        if c + g + 1 <= self.hi:
-            out.append(self.sep(first) + [self.member, ("free", c, g + 1, False)])
-        return out
-
     def any_order(self, s: tuple) -> list[list]:
-        _, used, g = s
+        _, used, g, done = s
         first, c = not used and g == 0, len(used)
         room = self.hi is None or c + g + 1 <= self.hi
         out = []
         if self.required <= used and all(set(self.deps.get(a, [])) <= used for a in used) \
-                and c + min(g, 1) >= self.lo and (self.hi is None or c + g <= self.hi):
+                and c + min(g, 1) >= self.lo and (self.hi is None or c + g <= self.hi) and done == self.all_done:
             out.append([])
-        for name, value in zip(self.named, self.values):
-            if name not in used and value is not None and room:
-                out.append(self.sep(first) + [self.t.key(name), self.t.colon, value, ("any", used | {name}, g)])
-        if self.member is not None and room:
-            out.append(self.sep(first) + [self.member, ("any", used, min(g + 1, 1) if self.hi is None else g + 1)])
+        if not room:
+            return out
+        for j, name in enumerate(self.named):
+            if name not in used:
+                out += [self.sep(first) + [self.t.key(name), self.t.colon, value, ("any", used | {name}, g,
+                                                                                   done | found)]
+                        for value, found in self.named_variants(j, done)]
+        nxt_g = min(g + 1, 1) if self.hi is None else g + 1
+        out += [self.sep(first) + [symbol, ("any", used, nxt_g, done | found)]
+                for symbol, found in self.free_variants(done)]
         return out
 
 
