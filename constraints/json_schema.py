@@ -68,6 +68,7 @@ MAX_ANY_ORDER = 8  # named properties per object under key_order="any" (2^n stat
 MAX_PATTERNS = 6  # patternProperties per object (2^n key regions)
 MAX_UNIQUE_VALUES = 8  # uniqueItems over a finite set of values (2^n states)
 MAX_WITNESSES = 3  # complements of additionalProperties & co. on one object (2^n states)
+LIVENESS_BUDGET = 200  # derivative states searched to prove a terminal non-empty (see _Translator.terminal)
 MAX_CHAIN = 1_024  # states of one count chain (minItems, minProperties...)
 MAX_SPAN = 64  # how far maxItems/maxProperties are honoured above the lower bound
 _MULTIPLES_KEPT = 100
@@ -224,7 +225,7 @@ class _Translator:
     def define_value(self, nt: int, node: Node) -> None:
         flats = self.normal.alternatives(node)
         scalars = rx.alt(*(self.scalars(f) for f in flats))
-        alternatives = [[self.g.terminal(scalars, f"scalar@{at(flats[0].ptr)}")]] if scalars is not rx.EMPTY else []
+        alternatives = [[self.terminal(scalars, f"scalar@{at(flats[0].ptr)}")]] if scalars is not rx.EMPTY else []
         for f in flats:
             self.clock.check(f.ptr)
             if f.enum is not None:
@@ -236,6 +237,15 @@ class _Translator:
             if "array" in f.types:
                 alternatives.append([self.array_rule(f)])
         self.rules(nt, alternatives)
+
+    def terminal(self, language: rx.Rx, name: str) -> int:
+        """A terminal; its liveness is searched here with a small budget, past which ``rx.is_live`` takes (and
+        remembers) it as live, so that the grammar builder does not search again: an intersection such as an
+        e-mail format within ``maxLength: 1000`` can take seconds to prove non-empty state by state. A terminal
+        wrongly taken as live only leaves rules that never match."""
+        self.clock.check("")
+        rx.is_live(language, budget=LIVENESS_BUDGET)
+        return self.g.terminal(language, name)
 
     def nonterminal(self, kind: str, ptr: str) -> int:
         """A new rule named after what it is and where (numbered here: the builder's own numbering of repeated
@@ -502,7 +512,7 @@ class _ObjectBody:
             for language, conjs, kinds in self.regions:
                 if witnesses <= kinds:
                     value = self.t.value(frozenset(conjs + [self.f.witnesses[w][1] for w in witnesses]))
-                    alternatives.append([self.g.terminal(language, f"key@{at(self.f.ptr)}"), self.t.colon, value])
+                    alternatives.append([self.t.terminal(language, f"key@{at(self.f.ptr)}"), self.t.colon, value])
             nt = None
             if alternatives:
                 nt = self.t.nonterminal("member", self.f.ptr)
