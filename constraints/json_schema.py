@@ -182,6 +182,7 @@ class _Translator:
         self.queue: deque = deque()
         self.cfg: Cfg | None = None
         self.count = 0
+        self.keys: dict[str, int] = {}
 
     def build(self) -> Cfg:
         start = self.value(self.normal.root_node())
@@ -266,7 +267,9 @@ class _Translator:
         return self.value(frozenset([self.normal.conj(self.normal.exact(value), f"{ptr}/enum")]))
 
     def key(self, name: str) -> int:
-        return self.g.terminal(rx.literal(dumps(name)), dumps(name))
+        if name not in self.keys:
+            self.keys[name] = self.g.terminal(rx.literal(dumps(name)), dumps(name))
+        return self.keys[name]
 
     # -- scalars ---------------------------------------------------------------------------------------------------
     def scalars(self, f: Flat, types: frozenset = _SCALARS) -> rx.Rx:
