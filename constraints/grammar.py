@@ -292,6 +292,7 @@ class TokenGrammar(TokenConstraint):
             tokens, boundaries = self._walker.from_root(lex)
             inside = np.zeros(self.vocabulary.size, dtype=bool)
             inside[tokens] = True
+            inside[self._walker.empty_tokens] = True  # no bytes: the state stays as it is
             cached = self._inner[lex] = (inside, self._by_terminals(boundaries))
         return cached
 

@@ -114,8 +114,6 @@ class TokenAutomaton(TokenConstraint):
         self.device = torch.device(device)
         self._index = index = vocabulary_index(vocabulary)
         self._walker = TrieWalker(index.trie, self.lexer, vocabulary.size)
-        trie = index.trie
-        self._empty = trie.token_ids[trie.token_offsets[0]:trie.token_offsets[1]]  # tokens of no bytes
         self._eos = np.asarray(vocabulary.eos_token_ids, dtype=np.int64)
         self._is_eos = np.zeros(len(index.special), dtype=bool)
         self._is_eos[self._eos] = True
@@ -174,7 +172,9 @@ class TokenAutomaton(TokenConstraint):
         every state), and EOS; memoised."""
         if self._possible is None:
             index = self._index
-            bad = np.concatenate([[0], np.cumsum(~_alphabet(self.regex.expression)[index.flat])])
+            used = rx.alphabet(self.regex.expression)
+            used = np.array([used >> b & 1 for b in range(256)], dtype=bool)
+            bad = np.concatenate([[0], np.cumsum(~used[index.flat])])
             possible = (bad[index.offsets[1:]] == bad[index.offsets[:-1]]) & ~index.special
             possible[self._eos] = True  # the language is not empty
             self._possible = torch.from_numpy(possible).to(self.device)
@@ -214,30 +214,12 @@ class TokenAutomaton(TokenConstraint):
             # the walk's boundaries are tokens that complete a match and go on: never allowed with one terminal
             tokens, _ = self._walker.from_root(state)
             out[tokens] = True
-            out[self._empty] = True
+            out[self._walker.empty_tokens] = True
         out[self._eos] = self.is_accepting(state)
         mask = self._masks[state] = torch.from_numpy(out).to(self.device)
         if len(self._masks) > MASK_CACHE:
             self._masks.popitem(last=False)
         return mask
-
-
-def _alphabet(expression: rx.Rx) -> np.ndarray:
-    """bool ``[256]``: the bytes of the byte sets in ``expression`` (all bytes under a complement); no string it
-    matches holds another byte."""
-    mask, seen, todo = 0, set(), [expression]
-    while todo:
-        node = todo.pop()
-        if node in seen:
-            continue
-        seen.add(node)
-        if node.kind == rx._NOT:
-            return np.ones(256, dtype=bool)
-        if node.kind == rx._BYTES:
-            mask |= node.args[0]
-        for arg in node.args:
-            todo.extend(a for a in (arg if isinstance(arg, tuple) else (arg,)) if isinstance(a, rx.Rx))
-    return np.array([mask >> b & 1 for b in range(256)], dtype=bool)
 
 
 # --- per-vocabulary tables, shared by every regex and grammar ---------------------------------------------------

@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from operator import itemgetter
@@ -33,7 +34,7 @@ from decoding.constraints.re_parser import constants as _sre_constants
 from decoding.constraints.re_parser import parser as _sre_parser
 
 __all__ = [
-    "EMPTY", "EPSILON", "ONE_CLASS", "Rx", "alt", "any_byte", "any_char", "byte_set", "char_class", "concat", "derivative",
+    "EMPTY", "EPSILON", "ONE_CLASS", "Rx", "alphabet", "alt", "any_byte", "any_char", "byte_set", "char_class", "concat", "derivative",
     "difference", "from_regex", "inter", "class_labels", "is_empty", "is_live", "literal", "literals", "matches", "neg",
     "optional", "plus", "refine", "repeat", "star",
 ]
@@ -253,7 +254,12 @@ def char_class(ranges: Iterable[tuple[int, int]], negate: bool = False) -> Rx:
 
     Surrogates (U+D800..U+DFFF) are never matched; the result matches the UTF-8 encoding of one character.
     """
-    spans = _normalise_ranges(ranges)
+    return _char_class(tuple(_normalise_ranges(ranges)), negate)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _char_class(spans: tuple[tuple[int, int], ...], negate: bool) -> Rx:
+    spans = list(spans)
     if negate:
         spans = _complement_ranges(spans)
     spans = _intersect_ranges(spans, _complement_ranges([(0xD800, 0xDFFF)]))  # never a surrogate
@@ -335,6 +341,24 @@ def _derive(r: Rx, b: int) -> Rx:
         sub, lo, hi = args
         return _cat(sub.row()[b], repeat(sub, max(lo - 1, 0), None if hi is None else hi - 1))
     return EMPTY
+
+
+def alphabet(r: Rx) -> int:
+    """The bytes (a 256-bit mask) that occur in ``r``'s byte sets, or all bytes under a complement: no string ``r``
+    matches holds a byte outside it."""
+    mask, seen, todo = 0, set(), [r]
+    while todo:
+        node = todo.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if node.kind == _NOT:
+            return _ALL_BYTES
+        if node.kind == _BYTES:
+            mask |= node.args[0]
+        for arg in node.args:
+            todo.extend(a for a in (arg if isinstance(arg, tuple) else (arg,)) if isinstance(a, Rx))
+    return mask
 
 
 def derivative(r: Rx, data: bytes) -> Rx:

@@ -33,6 +33,7 @@ class TrieWalker:
     def __init__(self, trie: Trie, lexer: Lexer, n_tokens: int):
         self.trie, self.lexer = trie, lexer
         self.root_children = np.flatnonzero(trie.depth == 1).astype(np.int64)
+        self.empty_tokens = trie.token_ids[trie.token_offsets[0]:trie.token_offsets[1]]  # non-special, no bytes
         n = trie.n_nodes + 1
         self._marked = np.empty(max(n_tokens, 1), dtype=np.int64)
         self._records = (np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int32), np.empty(n, dtype=bool))

@@ -292,7 +292,8 @@ def test_awrs_json_on_the_default_model_validates_with_few_checks(gemma):
     import jsonschema
 
     schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12},
-                                               "age": {"type": "integer"}}, "required": ["name", "age"]}
+                                               "age": {"type": "integer"}}, "required": ["name", "age"],
+              "additionalProperties": False}
     prompt = 'Ada Lovelace, aged 36, as JSON:\n```json\n'
     constraint = dc.JsonSchema(schema, whitespace=r"[ \n]{0,8}")
     out = dc.generate(gemma, [prompt], dc.AWRS(constraint), max_new_tokens=40, seed=0)
