@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import random
@@ -274,6 +275,18 @@ def test_advance_batch_equals_advance(llama_vocab):
             if not tokens.is_dead(got):
                 assert (got.lex, got.pending, got.chart.sets) == (want.lex, want.pending, want.chart.sets)
         states = batch[:8]
+
+
+def test_a_token_of_no_bytes_keeps_the_state(llama_vocab):
+    """A non-special token of no bytes (possible in an added-tokens list) is allowed wherever it keeps a state."""
+    vocab = copy.copy(llama_vocab)
+    empty = 1000
+    vocab.token_bytes = [b"" if t == empty else data for t, data in enumerate(llama_vocab.token_bytes)]
+    tokens = Grammar(ARITH_LARK).bind(vocab)
+    after = tokens.advance(tokens.start(), vocab.token_bytes.index(b"12"))
+    for state in (tokens.start(), after):
+        assert tokens.advance(state, empty) == state and tokens.advance_batch([state], [empty]) == [state]
+        assert tokens.mask(state)[empty]
 
 
 def test_kernel_equals_reference():
