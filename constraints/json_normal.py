@@ -372,7 +372,8 @@ class Normaliser:
                     pass
                 if self.legacy:
                     continue
-            pending += [y for y in x.get("allOf", []) if isinstance(x.get("allOf"), list)]
+            if isinstance(x.get("allOf"), list):
+                pending += x["allOf"]
             out["types"] = out["types"] & _types_of(x.get("type"))
             for key in ("const", "enum"):
                 if key in x and (key == "const" or isinstance(x[key], list)):
@@ -463,7 +464,7 @@ class Normaliser:
             n = _count(value, key, ptr)
             return [] if n + step < 0 else [{"type": kind, other: n + step}]
         if key == "required":
-            return [{"type": "object", "properties": {r: False}} for r in _list(value, key, ptr)]
+            return [{"type": "object", "properties": {r: False}} for r in _names(value, key, ptr)]
         if key == "properties":
             return [{"type": "object", "required": [k], "properties": {k: {"not": v}}}
                     for k, v in _dict(value, key, ptr).items()]
@@ -471,7 +472,8 @@ class Normaliser:
             out = []
             for name, dep in _dict(value, key, ptr).items():
                 if isinstance(dep, list):
-                    out += [{"type": "object", "required": [name], "properties": {b: False}} for b in dep]
+                    out += [{"type": "object", "required": [name], "properties": {b: False}}
+                            for b in _names(dep, key, ptr)]
                 else:
                     out.append({"type": "object", "required": [name], "allOf": [{"not": dep}]})
             return out
@@ -581,9 +583,7 @@ class Normaliser:
                 additional = self.conj(s["unevaluatedProperties"], f"{ptr}/unevaluatedProperties")
             flat.objects.append(ObjectSpec(props, patterns, additional, ptr))
         if "required" in s:
-            for name in _list(s["required"], "required", ptr):
-                if not isinstance(name, str):
-                    raise ValueError(f"'required' at {at(ptr)} must list strings, got {name!r}")
+            for name in _names(s["required"], "required", ptr):
                 if name not in flat.required:
                     flat.required.append(name)
         if "minProperties" in s:
@@ -593,10 +593,8 @@ class Normaliser:
         for key in ("dependentRequired", "dependencies"):
             for name, names in _dict(s.get(key, {}), key, ptr).items():
                 if isinstance(names, list):
-                    if not all(isinstance(n, str) for n in names):
-                        raise ValueError(f"'{key}' at {at(ptr)}: {name!r} must list strings")
                     merged = flat.dependent_required.setdefault(name, [])
-                    merged += [n for n in names if n not in merged and n != name]
+                    merged += [n for n in _names(names, key, ptr) if n not in merged and n != name]
                 elif key == "dependentRequired":
                     raise ValueError(f"'{key}' at {at(ptr)}: {name!r} must list strings")
         if "propertyNames" in s:
@@ -751,6 +749,13 @@ def _list(value: Any, key: str, ptr: str) -> list:
     if not isinstance(value, list):
         raise ValueError(f"'{key}' at {at(ptr)} must be a list, got {type(value).__name__}")
     return value
+
+
+def _names(value: Any, key: str, ptr: str) -> list[str]:
+    names = _list(value, key, ptr)
+    if not all(isinstance(n, str) for n in names):
+        raise ValueError(f"'{key}' at {at(ptr)} must list property names (strings), got {value!r}")
+    return names
 
 
 def _dict(value: Any, key: str, ptr: str) -> dict:

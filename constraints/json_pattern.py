@@ -112,6 +112,19 @@ _BEGIN = (_c.AT_BEGINNING, _c.AT_BEGINNING_STRING)
 _END = (_c.AT_END, _c.AT_END_STRING)
 
 
+def _trim(items: list, end: int) -> list:
+    """``items`` with the repetitions at ``end`` (0 or -1) cut to their minimum: next to ``CHAR*``, ``R{lo,hi}``
+    matches what ``R{lo}`` does (``CHAR* R{0,k}`` is ``CHAR*``), and the automaton is far smaller."""
+    items = list(items)
+    while items and items[end][0] in (_c.MAX_REPEAT, _c.MIN_REPEAT):
+        lo, hi, sub = items[end][1]
+        if lo > 0:
+            items[end] = (items[end][0], (lo, lo, sub))
+            break
+        items.pop(end)
+    return items
+
+
 def _has_anchor(items) -> bool:
     for op, av in items:
         if op is _c.AT or (op is _c.BRANCH and any(_has_anchor(b) for b in av[1])):
@@ -146,6 +159,8 @@ class _Reader:
         core = items[int(left):len(items) - int(right)]
         if _has_anchor(core):
             return None
+        core = _trim(core, 0) if not left else core  # "any characters" absorb a repetition's optional part
+        core = _trim(core, -1) if not right else core
         around = rx.star(CHAR)
         return rx.concat(rx.EPSILON if left else around, self.seq(core), rx.EPSILON if right else around)
 

@@ -489,7 +489,8 @@ class _ObjectBody:
         regions: dict[tuple, rx.Rx] = {}
 
         def walk(k: int, language: rx.Rx, inside: tuple) -> None:
-            if rx.is_empty(language):
+            self.t.clock.check(f.ptr)
+            if not rx.is_live(language, budget=LIVENESS_BUDGET):
                 return
             if k < len(cuts):
                 walk(k + 1, rx.inter(language, cuts[k]), inside + (True,))
