@@ -569,6 +569,38 @@ def test_bad_arguments():
             JsonSchema({}, **kwargs)
 
 
+_KEYWORDS = ["type", "properties", "required", "additionalProperties", "patternProperties", "items", "prefixItems",
+             "minItems", "maxLength", "pattern", "format", "enum", "const", "anyOf", "oneOf", "allOf", "not", "if",
+             "minimum", "multipleOf", "$ref", "dependencies", "dependentRequired", "propertyNames", "contains",
+             "uniqueItems", "minProperties", "$defs", "unevaluatedProperties"]
+_VALUES = [None, True, False, 0, -1, 1.5, 10**20, "", "x", "#", "#/definitions/a", "(", [], [1], ["a"], [{}], {},
+           {"a": {}}, {"a": True}, {"type": "string"}, {"a": ["b"]}, 1e308]
+
+
+def _mutate(value, rng: random.Random):
+    if isinstance(value, dict):
+        value = {k: _mutate(v, rng) for k, v in value.items()}
+        if rng.random() < 0.05:
+            value[rng.choice(_KEYWORDS)] = rng.choice(_VALUES)
+        return value
+    return [_mutate(v, rng) for v in value] if isinstance(value, list) else value
+
+
+def test_mutated_schemas_compile_or_raise_value_errors():
+    """Keyword values of every wrong kind, anywhere: a ValueError (an UnsupportedSchemaError, or one naming the
+    keyword and pointer), never another exception, never past the deadline."""
+    rng = random.Random(0)
+    schemas = [json.loads((BENCH / name).read_text()) for name in BENCH_FILES]
+    for _ in range(400):
+        schema = _mutate(rng.choice(schemas), rng)
+        start = time.perf_counter()
+        try:
+            JsonSchema(schema)
+        except ValueError:
+            pass
+        assert time.perf_counter() - start < 1.5
+
+
 def test_unsatisfiable_recursion_raises():
     with pytest.raises(ValueError, match="admits no JSON value"):
         JsonSchema({"$defs": {"a": {"type": "array", "items": {"$ref": "#/$defs/a"}, "minItems": 1}},
