@@ -15,17 +15,18 @@ schema's order (or in any order, ``key_order="any"``), within these decisions:
 * Objects: the named properties (``properties``, then ``required``, ``dependentRequired`` names) come first, in
   the schema's order, each at most once; then other members, whose keys differ from every named one (free keys
   may repeat among themselves: ``{"x":1,"x":2}`` is one property once parsed, so a count of free keys counts
-  one towards ``minProperties``). ``key_order="any"`` lets named members come in any order, and free ones
-  between them, up to 8 named properties per object.
+  one towards ``minProperties``: a minimum that needs two free keys is refused). ``key_order="any"`` lets
+  named members come in any order, and free ones between them, up to 8 named properties per object.
 * Numbers: ``type: number`` alone is JSON's number grammar; any other numeric keyword restricts numbers to
   decimals without exponent, where bounds of any value and ``multipleOf`` are exact
   (:mod:`~decoding.constraints.number_ranges`); a ``multipleOf`` whose remainder automaton is too big keeps 100
   multiples near the lower bound. Integers are written without a fraction (``2``, not ``2.0``, which draft 4
   and Python validators read as a float).
 * ``uniqueItems`` holds when at most one item fits, or when items come from at most 8 literal values (each used
-  once); otherwise it is refused. Lengths above 100,000 are lowered to it; a count chain longer than 1,024
-  (``minItems``...) is refused; ``maxItems``/``maxProperties`` beyond the lower bound plus 64 are lowered to it
-  (each count is a chain of rules).
+  once); otherwise it is refused. ``maxItems``/``maxProperties`` beyond the lower bound plus 64 are lowered to it
+  (each count is a chain of rules; ``minItems`` alone is a doubling run), ``maxLength`` above 100,000 too.
+* ``oneOf``, ``not``, ``if``: exact (:mod:`~decoding.constraints.json_normal`); refused by name where a
+  complement is not expressible or more than 64 alternatives would result.
 * ``format``: see :mod:`~decoding.constraints.json_formats`; ``pattern``: :mod:`~decoding.constraints.json_pattern`.
 
 Whatever cannot be expressed raises :class:`UnsupportedSchemaError` naming the keyword and its JSON pointer, and
