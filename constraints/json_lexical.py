@@ -108,7 +108,8 @@ def number_spellings(value: int | float | Decimal) -> rx.Rx:
     if frac:
         spelled = rx.concat(rx.literal(f"{minus}{whole}.{frac}"), rx.star(rx.literal("0")))
     else:
-        spelled = rx.concat(rx.literal(minus + whole), rx.optional(rx.concat(rx.literal("."), rx.plus(rx.literal("0")))))
+        zero_fraction = rx.optional(rx.concat(rx.literal("."), rx.plus(rx.literal("0"))))
+        spelled = rx.concat(rx.literal(minus + whole), zero_fraction)
         if whole == "0":  # -0 is 0
             spelled = rx.concat(rx.optional(rx.literal("-")), spelled)
     return spelled if isinstance(value, Decimal) else rx.alt(spelled, rx.literal(dumps(value)))

@@ -16,10 +16,10 @@ node into :class:`Flat` alternatives (their union is the node's language): ``$re
 
 Internal keywords ``$$notEnum``, ``$$notPattern``, ``$$notFormat`` and ``$$notMultipleOf`` carry complements of
 scalar keywords; ``$$some`` those of ``additionalProperties``, ``patternProperties`` and ``propertyNames`` (some
-member whose key is of a kind has a value under a schema). A :class:`Flat` merges one alternative's keywords (types intersected, bounds tightened, per-schema
-``properties``/``additionalProperties`` kept apart because each schema's ``additionalProperties`` sees only its
-own ``properties``). A flat says nothing about emission order or grammar: see
-:mod:`~decoding.constraints.json_schema`.
+member whose key is of a kind has a value under a schema). A :class:`Flat` merges one alternative's keywords
+(types intersected, bounds tightened, per-schema ``properties``/``additionalProperties`` kept apart because each
+schema's ``additionalProperties`` sees only its own ``properties``). A flat says nothing about emission order or
+grammar: see :mod:`~decoding.constraints.json_schema`.
 
 Example:
     >>> n = Normaliser({"anyOf": [{"type": "string"}, {"type": "integer", "minimum": 3}]})
@@ -499,7 +499,8 @@ class Normaliser:
         if key == "propertyNames":
             return [{"type": "object", "$$some": {"names": {"not": value}, "schema": True}}]
         if key in ("additionalProperties", "patternProperties", "propertyNames", "additionalItems", "items",
-                   "contains", "uniqueItems", "unevaluatedProperties", "unevaluatedItems", "$$some") or key in _UNSUPPORTED:
+                   "contains", "uniqueItems", "unevaluatedProperties", "unevaluatedItems", "$$some") \
+                or key in _UNSUPPORTED:
             raise refuse("not", ptr, f"the complement of '{key}' is not supported")
         return []  # unknown keywords are annotations
 

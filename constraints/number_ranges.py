@@ -85,7 +85,9 @@ def _split(a: Decimal) -> tuple[int, str]:
 def _fraction_equal(f: str) -> rx.Rx:
     """Optional fractions ``(\\.[0-9]+)?`` whose value is ``0.f``."""
     zeros = rx.star(rx.literal("0"))
-    return rx.optional(rx.concat(_POINT, rx.plus(rx.literal("0")))) if not f else rx.concat(_POINT, rx.literal(f), zeros)
+    if not f:
+        return rx.optional(rx.concat(_POINT, rx.plus(rx.literal("0"))))
+    return rx.concat(_POINT, rx.literal(f), zeros)
 
 
 def _digits_at_least(f: str) -> rx.Rx:

@@ -118,13 +118,16 @@ def sample_text(cfg, rng: random.Random, depth: int = 8) -> bytes:
             if best < height[nt]:
                 height[nt], changed = best, True
 
+    def tallest(rhs) -> float:
+        return max([height.get(s, 0) if s >= 0 else 0 for s in rhs], default=0)
+
     def expand(symbol: int, level: int) -> bytes:
         if symbol < 0:
             return sample_terminal(cfg.terminals[~symbol], rng)
         options = rules[symbol]
         if level >= depth:
-            low = min(max([height.get(s, 0) if s >= 0 else 0 for s in rhs], default=0) for rhs in options)
-            options = [rhs for rhs in options if max([height.get(s, 0) if s >= 0 else 0 for s in rhs], default=0) == low]
+            low = min(tallest(rhs) for rhs in options)
+            options = [rhs for rhs in options if tallest(rhs) == low]
         return b"".join(expand(s, level + 1) for s in rng.choice(options))
 
     return expand(cfg.start, 0)
