@@ -675,7 +675,8 @@ def _types_of(value: Any, ptr: str = "") -> frozenset:
         elif name in TYPES and name != "fraction":
             out.add(name)
         else:
-            raise ValueError(f"'type' at {at(ptr)}: unknown type {name!r}")
+            raise ValueError(f"unknown type {name!r} at {ptr}/type; use null, boolean, string, number, integer, "
+                             "object or array")
     return frozenset(out)
 
 
