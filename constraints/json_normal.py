@@ -299,7 +299,7 @@ class Normaliser:
             return [[self.conj(x, f"{ptr}/allOf/{i}") for i, x in enumerate(subs)] + [(sid, drop | {"allOf"})]]
         if "not" in s and "not" not in drop:
             return [[self.conj(self.negate(s["not"], f"{ptr}/not"), f"{ptr}/not"), (sid, drop | {"not"})]]
-        if "if" in s and "if" not in drop:
+        if "if" in s and "if" not in drop and ("then" in s or "else" in s):  # an if alone constrains nothing
             return [[self.conj(self._if_then_else(s, ptr), f"{ptr}/if"), (sid, drop | {"if"})]]
         for key in ("dependentSchemas", "dependencies"):  # list-valued dependencies stay for _merge_object
             marker = f"{key}:schemas"

@@ -5,8 +5,9 @@ and ``$`` match only at the string's ends, ``.`` is any character but the line t
 \\u2029``. Where ECMA-262 (the standard) and Python's ``re`` (Python validators) disagree, the language keeps what
 both accept: ``\\d \\w`` are ASCII, ``\\s`` the white space both count, and ``\\D \\W \\S`` or negated classes leave
 out what either counts in (``\\W`` is then ASCII). The pattern is read by Python's own regex parser
-(ECMA's ``(?<name>...)`` groups are accepted too); look-around, backreferences, word boundaries, inline flags and
-Unicode property escapes are refused with :class:`UnsupportedPattern` naming them.
+(ECMA's ``(?<name>...)`` groups and ``\\p{...}`` general categories, from ``unicodedata``, are accepted too);
+look-around, backreferences, word boundaries, inline flags and other Unicode properties (scripts) are refused
+with :class:`UnsupportedPattern` naming them.
 
 The translation: each character class becomes the canonical spellings of its characters
 (:func:`~decoding.constraints.json_lexical.char_in`), and the anchors become the string's quotes. ``^`` and ``$``
@@ -24,7 +25,9 @@ Example:
 from __future__ import annotations
 
 import functools
+import itertools
 import re
+import unicodedata
 
 from decoding.constraints import rx
 from decoding.constraints.json_lexical import CHAR, STRING, char_in
@@ -57,6 +60,19 @@ _ANY_WORD = _ASCII_WORD + [(0x80, 0x10FFFF)]  # Python's Unicode \w, over-approx
 _LINE_TERMINATORS = [(0x0A, 0x0A), (0x0D, 0x0D), (0x2028, 0x2029)]  # ECMA's "." matches none (Python's: not \n)
 _QUOTE = rx.literal('"')
 _NAMED_GROUP = re.compile(r"\(\?<(?![=!])")
+_PROPERTY = re.compile(r"\\(?:\\|([pP])\{([^}]*)\})")  # an escaped backslash, or \p{...} / \P{...}
+_PLACEHOLDER = 0xF0000  # \p{...} escapes are read as private-use characters from here, then replaced
+_CATEGORY_NAMES = {
+    "Letter": "L", "Cased_Letter": "LC", "Uppercase_Letter": "Lu", "Lowercase_Letter": "Ll", "Titlecase_Letter": "Lt",
+    "Modifier_Letter": "Lm", "Other_Letter": "Lo", "Mark": "M", "Nonspacing_Mark": "Mn", "Spacing_Mark": "Mc",
+    "Enclosing_Mark": "Me", "Number": "N", "Decimal_Number": "Nd", "digit": "Nd", "Letter_Number": "Nl",
+    "Other_Number": "No", "Punctuation": "P", "punct": "P", "Connector_Punctuation": "Pc", "Dash_Punctuation": "Pd",
+    "Open_Punctuation": "Ps", "Close_Punctuation": "Pe", "Initial_Punctuation": "Pi", "Final_Punctuation": "Pf",
+    "Other_Punctuation": "Po", "Symbol": "S", "Math_Symbol": "Sm", "Currency_Symbol": "Sc", "Modifier_Symbol": "Sk",
+    "Other_Symbol": "So", "Separator": "Z", "Space_Separator": "Zs", "Line_Separator": "Zl",
+    "Paragraph_Separator": "Zp", "Other": "C", "Control": "Cc", "cntrl": "Cc", "Format": "Cf", "Surrogate": "Cs",
+    "Private_Use": "Co", "Unassigned": "Cn",
+}
 
 
 def _complement(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -92,13 +108,15 @@ def pattern_string(pattern: str) -> rx.Rx:
     Raises:
         UnsupportedPattern: syntax errors and the constructs named in the module docstring.
     """
+    properties: list[list[tuple[int, int]]] = []
     try:
-        parsed = _parser.parse(_NAMED_GROUP.sub("(?P<", pattern))
+        parsed = _parser.parse(_PROPERTY.sub(lambda m: _property(m, properties, pattern),
+                                             _NAMED_GROUP.sub("(?P<", pattern)))
     except (re.error, OverflowError, RecursionError) as exc:
         raise UnsupportedPattern(f"{pattern!r}: {exc}") from None
     if parsed.state.flags & (re.IGNORECASE | re.MULTILINE | re.LOCALE | re.VERBOSE | re.ASCII):
         raise UnsupportedPattern(f"inline flags in {pattern!r}")
-    reader = _Reader(pattern, bool(parsed.state.flags & re.DOTALL))
+    reader = _Reader(pattern, bool(parsed.state.flags & re.DOTALL), properties)
     content = reader.search(list(parsed))
     if content is not None:  # anchors only at the ends (of each top-level branch): no intersection needed
         return rx.concat(_QUOTE, content, _QUOTE)
@@ -135,9 +153,42 @@ def _has_anchor(items) -> bool:
     return False
 
 
+def _property(match: re.Match, properties: list, pattern: str) -> str:
+    """``\\p{...}``/``\\P{...}`` (a Unicode general category, ECMA's ``u`` mode) as a placeholder character."""
+    if match.group(1) is None:
+        return match.group(0)
+    name = match.group(2).split("=", 1)
+    if len(name) == 2 and name[0] not in ("General_Category", "gc"):
+        raise UnsupportedPattern(f"the Unicode property {match.group(2)!r} in {pattern!r} (only general categories)")
+    category = _CATEGORY_NAMES.get(name[-1], name[-1])
+    ranges = _categories().get(category)
+    if ranges is None:
+        raise UnsupportedPattern(f"the Unicode property {match.group(2)!r} in {pattern!r}")
+    properties.append(_complement(ranges) if match.group(1) == "P" else ranges)
+    return f"\\U{_PLACEHOLDER + len(properties) - 1:08x}"
+
+
+@functools.cache
+def _categories() -> dict[str, list[tuple[int, int]]]:
+    """Every general category's code points (and the one-letter groups, and LC), from ``unicodedata``."""
+    out: dict[str, list[tuple[int, int]]] = {}
+    cp = 0
+    for category, run in itertools.groupby(map(unicodedata.category, map(chr, range(0x110000)))):
+        n = sum(1 for _ in run)
+        for name in (category, category[0]) + (("LC",) if category in ("Lu", "Ll", "Lt") else ()):
+            out.setdefault(name, []).append((cp, cp + n - 1))
+        cp += n
+    return out
+
+
 class _Reader:
-    def __init__(self, pattern: str, dotall: bool):
-        self.pattern, self.dotall = pattern, dotall
+    def __init__(self, pattern: str, dotall: bool, properties: list[list[tuple[int, int]]]):
+        self.pattern, self.dotall, self.properties = pattern, dotall, properties
+
+    def members(self, cp: int) -> list[tuple[int, int]]:
+        """The code points a literal stands for: itself, or a ``\\p{...}`` placeholder's category."""
+        k = cp - _PLACEHOLDER
+        return self.properties[k] if 0 <= k < len(self.properties) else [(cp, cp)]
 
     def fail(self, what: str) -> None:
         raise UnsupportedPattern(f"{what} in {self.pattern!r}")
@@ -173,9 +224,9 @@ class _Reader:
 
     def item(self, op, av) -> rx.Rx:
         if op is _c.LITERAL:
-            return char_in([(av, av)])
+            return char_in(self.members(av))
         if op is _c.NOT_LITERAL:
-            return char_in(_complement([(av, av)]))
+            return char_in(_complement(self.members(av)))
         if op is _c.ANY:
             return char_in(_ALL if self.dotall else _complement(_LINE_TERMINATORS))
         if op is _c.IN:
@@ -208,7 +259,7 @@ class _Reader:
         ranges = []
         for op, av in items:
             if op is _c.LITERAL:
-                ranges.append((av, av))
+                ranges += self.members(av)
             elif op is _c.RANGE:
                 ranges.append(av)
             elif op is _c.CATEGORY:
