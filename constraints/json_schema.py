@@ -21,7 +21,9 @@ schema's order (or in any order, ``key_order="any"``), within these decisions:
   decimals without exponent, where bounds of any value and ``multipleOf`` are exact
   (:mod:`~decoding.constraints.number_ranges`); a ``multipleOf`` whose remainder automaton is too big keeps 100
   multiples near the lower bound. Integers are written without a fraction (``2``, not ``2.0``, which draft 4
-  and Python validators read as a float).
+  and Python validators read as a float). Python validators check ``multipleOf`` by float division (``2.36 /
+  0.01`` is 235.99999999999997), so a divisor that is not a binary float keeps only the integer multiples, where
+  that division is exact (or 100 multiples checked one by one): valid under both readings.
 * ``uniqueItems`` holds when at most one item fits, or when items come from at most 8 literal values (each used
   once); otherwise it is refused. ``maxItems``/``maxProperties`` beyond the lower bound plus 64 are lowered to it
   (each count is a chain of rules; ``minItems`` alone is a doubling run), ``maxLength`` above 100,000 too.
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import json
 import math
+from fractions import Fraction
 from itertools import combinations
 from collections import deque
 from decimal import Decimal
@@ -317,7 +320,13 @@ class _Translator:
             lo, hi = f.lower or (None, False), f.upper or (None, False)
             language = rx.inter(language, decimal_range(lo[0], lo[1], hi[0], hi[1]))
         for q in f.multiples:
-            language = rx.inter(language, multiple_of(q) or self.some_multiples(f, q))
+            if _float_exact(q):
+                multiples = multiple_of(q) or self.some_multiples(f, q)
+            elif _integer_quotients_exact(q):  # Python validators divide floats: 2.36 / 0.01 is not 236
+                multiples = rx.inter(multiple_of(q) or self.some_multiples(f, q), INTEGER)
+            else:
+                multiples = self.some_multiples(f, q)
+            language = rx.inter(language, multiples)
         for q in f.not_multiples:
             multiples = multiple_of(q)
             if multiples is None:
@@ -327,14 +336,16 @@ class _Translator:
 
     @staticmethod
     def some_multiples(f: Flat, q: Decimal) -> rx.Rx:
-        """A sound subset of the multiples of ``q``: 100 of them from the lower bound (or around 0)."""
+        """A sound subset of the multiples of ``q``: 100 of them from the lower bound (or around 0), each one that
+        floating-point division also finds a multiple."""
         if f.lower is not None:
             first = math.ceil(f.lower[0] / q)
         elif f.upper is not None:
             first = math.floor(f.upper[0] / q) - _MULTIPLES_KEPT + 1
         else:
             first = -(_MULTIPLES_KEPT // 2)
-        return rx.alt(*(number_spellings(k * q) for k in range(first, first + _MULTIPLES_KEPT)))
+        values = [k * q for k in range(first, first + _MULTIPLES_KEPT)]
+        return rx.alt(*(number_spellings(v) for v in values if (float(v) / float(q)).is_integer()))
 
     def witness_keys(self, spec: dict) -> rx.Rx:
         """The keys a witness may have: matching ``patterns``, not ``not_names`` nor ``not_patterns``, and under
@@ -411,6 +422,17 @@ class _Translator:
                 return False
         unique = f.unique_ptr is None or all(not json_equal(a, b) for i, a in enumerate(value) for b in value[i + 1:])
         return unique and f.min_items <= len(value) and (f.max_items is None or len(value) <= f.max_items)
+
+
+def _float_exact(q: Decimal) -> bool:
+    """Whether ``q`` is a binary float exactly (0.5, 0.25, 12): its multiples are too, and dividing is exact."""
+    return Fraction(float(q)) == Fraction(q)
+
+
+def _integer_quotients_exact(q: Decimal) -> bool:
+    """Whether ``n / float(q)`` rounds to the integer ``n / q`` for every integer multiple n of ``q``: the float
+    of q is within a relative 2^-54 of q (0.01, 0.1 are; 0.07 is not, and 7 / 0.07 is 100.00000000000001)."""
+    return abs(Fraction(float(q)) - Fraction(q)) <= Fraction(q) / 2**54
 
 
 def named_members(f: Flat) -> list[str]:

@@ -47,9 +47,9 @@ def named_keys(schema) -> set:
     if isinstance(schema, dict):
         for key, value in schema.items():
             if key in ("properties", "dependentRequired") and isinstance(value, dict):
-                out |= set(value) | {n for v in value.values() if isinstance(v, list) for n in v}
+                out |= set(value) | {n for v in value.values() if isinstance(v, list) for n in v if isinstance(n, str)}
             if key == "required" and isinstance(value, list):
-                out |= set(value)
+                out |= {n for n in value if isinstance(n, str)}
             out |= named_keys(value) if key not in ("enum", "const") else set()
     elif isinstance(schema, list):
         for value in schema:
@@ -190,6 +190,7 @@ CASES = {
                        [0.25, 0.2, 1.51]),
     "multipleOf integer": ({"type": "integer", "multipleOf": 7}, [0, 7, -14, 700], [1, 15, 7.5]),
     "multipleOf decimal": ({"type": "number", "multipleOf": 0.25, "maximum": 2}, [0.5, 1.75, -3], [0.3, 2.25]),
+    "multipleOf 0.01": ({"type": "number", "multipleOf": 0.01, "minimum": 0}, [0, 80, 12345], [80.04, -1, 0.001]),
     "array": ({"type": "array", "items": {"type": "integer"}}, [[], [1], [1, 2, 3]], [[1.5], ["a"], {}]),
     "array bounds": ({"type": "array", "items": {"type": "boolean"}, "minItems": 1, "maxItems": 2},
                      [[True], [True, False]], [[], [True, True, True]]),
