@@ -14,8 +14,8 @@ node into :class:`Flat` alternatives (their union is the node's language): ``$re
 * ``oneOf`` is exact: a branch keeps ``not B`` of every other branch B unless the two are disjoint by their types,
   their ``const``/``enum`` values or a required property whose values are (tagged unions need no complement).
 
-Internal keywords ``$$notEnum``, ``$$notPattern``, ``$$notFormat`` and ``$$notMultipleOf`` carry complements of
-scalar keywords; ``$$some`` those of ``additionalProperties``, ``patternProperties`` and ``propertyNames`` (some
+Internal keywords ``$$notEnum``, ``$$notPattern`` and ``$$notMultipleOf`` carry complements of scalar keywords
+(``format`` has none: an annotation to some validators, it never fails under every reading); ``$$some`` those of ``additionalProperties``, ``patternProperties`` and ``propertyNames`` (some
 member whose key is of a kind has a value under a schema). A :class:`Flat` merges one alternative's keywords
 (types intersected, bounds tightened, per-schema ``properties``/``additionalProperties`` kept apart because each
 schema's ``additionalProperties`` sees only its own ``properties``). A flat says nothing about emission order or
@@ -39,7 +39,7 @@ from urllib.parse import unquote
 from decoding.constraints import rx
 from decoding.constraints.json_formats import format_content
 from decoding.constraints.json_lexical import decimal_of, dumps, json_equal
-from decoding.constraints.json_pattern import UnsupportedPattern, pattern_string
+from decoding.constraints.json_pattern import UnsupportedPattern, pattern_string, pattern_strings
 from decoding.constraints.json_refs import local_refs
 
 __all__ = ["Conj", "Flat", "Normaliser", "UnsupportedSchemaError", "json_type"]
@@ -127,7 +127,6 @@ class Flat:
     patterns: list[str] = field(default_factory=list)
     not_patterns: list[str] = field(default_factory=list)
     formats: list[str] = field(default_factory=list)
-    not_formats: list[str] = field(default_factory=list)
     lower: tuple[Decimal, bool] | None = None  # (bound, strict)
     upper: tuple[Decimal, bool] | None = None
     multiples: list[Decimal] = field(default_factory=list)
@@ -448,11 +447,8 @@ class Normaliser:
             return string_negations[key](_count(value, key, ptr))
         if key in ("pattern", "$$notPattern"):
             return [{"type": "string", ("$$notPattern" if key == "pattern" else "pattern"): value}]
-        if key in ("format", "$$notFormat"):
-            known = isinstance(value, str) and format_content(value) is not None
-            if key == "format":
-                return [{"type": "string", "$$notFormat": value}] if known else []
-            return [{"type": "string", "format": value}] if known else [{"type": "string"}]
+        if key == "format":  # an annotation to some validators, it never fails under every reading
+            return []
         if key in _NUMBER_BOUNDS:
             return self._negate_bound(s, key, ptr)
         if key in ("multipleOf", "$$notMultipleOf"):
@@ -546,9 +542,8 @@ class Normaliser:
                 except UnsupportedPattern as exc:
                     raise refuse("pattern", ptr, str(exc)) from None
                 target.append(s[key])
-        for key, target in (("format", flat.formats), ("$$notFormat", flat.not_formats)):
-            if key in s and isinstance(s[key], str) and format_content(s[key]) is not None:
-                target.append(s[key])
+        if isinstance(s.get("format"), str) and format_content(s["format"]) is not None:
+            flat.formats.append(s["format"])
         lower, upper = number_bounds(s, ptr)
         if lower is not None and (flat.lower is None or lower[0] > flat.lower[0]
                                   or (lower[0] == flat.lower[0] and lower[1])):
@@ -648,13 +643,14 @@ class Normaliser:
         and the ``patternProperties`` entries whose pattern matches, or else its ``additionalProperties``."""
         out = []
         spelled = dumps(name)
-        for spec in flat.objects:
-            hits = [c for p, c in spec.patterns if rx.matches(pattern_string(p), spelled)]
+        for spec in flat.objects:  # under every reading of the patterns: those either reading matches apply, and
+            hits = [c for p, c in spec.patterns if rx.matches(pattern_strings(p)[1], spelled)]
+            sure = any(rx.matches(pattern_strings(p)[0], spelled) for p, _ in spec.patterns)
             if name in spec.properties:
                 hits.append(spec.properties[name])
             out += hits
-            if not hits and spec.additional is not None:
-                out.append(spec.additional)
+            if name not in spec.properties and not sure and spec.additional is not None:  # additional unless one
+                out.append(spec.additional)  # matches under both
         return out
 
 

@@ -34,7 +34,7 @@ from decoding.constraints.json_lexical import CHAR, STRING, char_in
 from decoding.constraints.re_parser import constants as _c
 from decoding.constraints.re_parser import parser as _parser
 
-__all__ = ["UnsupportedPattern", "pattern_string"]
+__all__ = ["UnsupportedPattern", "pattern_string", "pattern_strings"]
 
 
 class UnsupportedPattern(ValueError):
@@ -101,13 +101,21 @@ _CATEGORIES = {
 }
 
 
-@functools.lru_cache(maxsize=1024)
 def pattern_string(pattern: str) -> rx.Rx:
-    """The JSON string texts (quotes included, canonical spelling) whose content ``pattern`` matches somewhere.
+    """The JSON string texts (quotes included, canonical spelling) whose content ``pattern`` surely matches
+    somewhere: under ECMA-262's reading and Python's alike.
 
     Raises:
         UnsupportedPattern: syntax errors and the constructs named in the module docstring.
     """
+    return pattern_strings(pattern)[0]
+
+
+@functools.lru_cache(maxsize=1024)
+def pattern_strings(pattern: str) -> tuple[rx.Rx, rx.Rx]:
+    """(sure, maybe): the strings the pattern matches under both readings, and under either one. ``pattern``
+    takes the sure ones; its complement (``not``), and the keys a ``patternProperties`` entry leaves to others,
+    take the strings outside the maybe ones."""
     properties: list[list[tuple[int, int]]] = []
     try:
         parsed = _parser.parse(_PROPERTY.sub(lambda m: _property(m, properties, pattern),
@@ -116,7 +124,11 @@ def pattern_string(pattern: str) -> rx.Rx:
         raise UnsupportedPattern(f"{pattern!r}: {exc}") from None
     if parsed.state.flags & (re.IGNORECASE | re.MULTILINE | re.LOCALE | re.VERBOSE | re.ASCII):
         raise UnsupportedPattern(f"inline flags in {pattern!r}")
-    reader = _Reader(pattern, bool(parsed.state.flags & re.DOTALL), properties)
+    dotall = bool(parsed.state.flags & re.DOTALL)
+    return tuple(_language(_Reader(pattern, dotall, properties, sure), parsed) for sure in (True, False))
+
+
+def _language(reader: _Reader, parsed) -> rx.Rx:
     content = reader.search(list(parsed))
     if content is not None:  # anchors only at the ends (of each top-level branch): no intersection needed
         return rx.concat(_QUOTE, content, _QUOTE)
@@ -182,8 +194,12 @@ def _categories() -> dict[str, list[tuple[int, int]]]:
 
 
 class _Reader:
-    def __init__(self, pattern: str, dotall: bool, properties: list[list[tuple[int, int]]]):
-        self.pattern, self.dotall, self.properties = pattern, dotall, properties
+    """A parsed pattern to an expression, under one reading: ``sure`` (what ECMA-262 and Python's ``re`` both
+    match) or not (what either matches: Python's ``.`` takes ``\\r``, its ``$`` a final ``\\n``)."""
+
+    def __init__(self, pattern: str, dotall: bool, properties: list[list[tuple[int, int]]], sure: bool):
+        self.pattern, self.dotall, self.properties, self.sure = pattern, dotall, properties, sure
+        self.end = rx.EPSILON if sure else rx.optional(rx.literal("\\n"))  # before the end: Python's $
 
     def members(self, cp: int) -> list[tuple[int, int]]:
         """The code points a literal stands for: itself, or a ``\\p{...}`` placeholder's category."""
@@ -213,7 +229,7 @@ class _Reader:
         core = _trim(core, 0) if not left else core  # "any characters" absorb a repetition's optional part
         core = _trim(core, -1) if not right else core
         around = rx.star(CHAR)
-        return rx.concat(rx.EPSILON if left else around, self.seq(core), rx.EPSILON if right else around)
+        return rx.concat(rx.EPSILON if left else around, self.seq(core), self.end if right else around)
 
     def union(self, alternatives: list[list]) -> rx.Rx | None:
         parts = [self.search(a) for a in alternatives]
@@ -228,7 +244,8 @@ class _Reader:
         if op is _c.NOT_LITERAL:
             return char_in(_complement(self.members(av)))
         if op is _c.ANY:
-            return char_in(_ALL if self.dotall else _complement(_LINE_TERMINATORS))
+            excluded = _LINE_TERMINATORS if self.sure else [(0x0A, 0x0A)]
+            return char_in(_ALL if self.dotall else _complement(excluded))
         if op is _c.IN:
             return char_in(self.charset(av))
         if op is _c.BRANCH:
@@ -244,8 +261,10 @@ class _Reader:
                 self.fail(f"a repetition bound above {rx.MAX_REPEAT:,}")
             return rx.repeat(self.seq(sub), lo, hi)
         if op is _c.AT:
-            if av in (_c.AT_BEGINNING, _c.AT_BEGINNING_STRING, _c.AT_END, _c.AT_END_STRING):
+            if av in _BEGIN:
                 return _QUOTE
+            if av in _END:
+                return rx.concat(self.end, _QUOTE)
             self.fail("word boundaries (\\b, \\B)")
         if op in (_c.ASSERT, _c.ASSERT_NOT):
             self.fail("look-around assertions")
@@ -264,7 +283,7 @@ class _Reader:
                 ranges.append(av)
             elif op is _c.CATEGORY:
                 sure, maybe = _CATEGORIES[str(av).replace("CATEGORY_", "")]
-                ranges += maybe if negate else sure
+                ranges += maybe if negate == self.sure else sure
             elif op is not _c.NEGATE:
                 self.fail(f"the class item {op}")
         return _complement(ranges) if negate else ranges

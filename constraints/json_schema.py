@@ -62,7 +62,7 @@ from decoding.constraints.json_lexical import (
 from decoding.constraints.json_normal import (
     Clock, Conj, Flat, Node, Normaliser, UnsupportedSchemaError, at, json_type, refuse,
 )
-from decoding.constraints.json_pattern import pattern_string
+from decoding.constraints.json_pattern import pattern_string, pattern_strings
 from decoding.constraints.number_ranges import decimal_range, multiple_of
 
 __all__ = ["JsonSchema", "UnsupportedSchemaError", "schema_to_cfg"]
@@ -304,9 +304,8 @@ class _Translator:
         if f.min_length or high is not None or not parts:  # every part is a set of strings already
             parts.append(quoted(rx.repeat(CHAR, f.min_length, high)))
         language = rx.inter(*parts)
-        for excluded in [pattern_string(p) for p in f.not_patterns] + [quoted(format_content(x))
-                                                                      for x in f.not_formats]:
-            language = rx.difference(language, excluded)
+        for p in f.not_patterns:  # outside what either reading of the pattern matches
+            language = rx.difference(language, pattern_strings(p)[1])
         return language
 
     def numbers(self, f: Flat, types: frozenset) -> rx.Rx:
@@ -352,7 +351,7 @@ class _Translator:
         the ``names`` schema."""
         language = rx.inter(STRING, *(pattern_string(p) for p in spec.get("patterns", [])))
         excluded = [rx.literals([dumps(k) for k in spec.get("not_names", [])])]
-        excluded += [pattern_string(p) for p in spec.get("not_patterns", [])]
+        excluded += [pattern_strings(p)[1] for p in spec.get("not_patterns", [])]
         if "names" in spec:
             language = rx.inter(language, self.strings_of(spec["names"]))
         return rx.difference(language, rx.alt(*excluded))
@@ -504,11 +503,13 @@ class _ObjectBody:
         """The free keys by region: (keys, value conjuncts, witnesses the key may be), split by the
         ``patternProperties`` they match and the witnesses' kinds of key."""
         f, n = self.f, self.t.normal
-        patterns = [(pattern_string(p), c, i) for i, spec in enumerate(f.objects) for p, c in spec.patterns]
+        patterns = [(pattern_strings(p), c, i) for i, spec in enumerate(f.objects) for p, c in spec.patterns]
         if len(patterns) + len(self.witness_keys) > MAX_PATTERNS:
             raise refuse("patternProperties", f.ptr, f"{len(patterns)} patterns on one object (at most "
                          f"{MAX_PATTERNS - len(self.witness_keys)})")
-        cuts = [language for language, _, _ in patterns] + self.witness_keys
+        # a key inside a pattern's region surely matches it, one outside surely does not (keys the two readings
+        # of the pattern disagree on are not produced); a witness's kind of key is already sure
+        cuts = [languages for languages, _, _ in patterns] + [(w, w) for w in self.witness_keys]
         regions: dict[tuple, rx.Rx] = {}
 
         def walk(k: int, language: rx.Rx, inside: tuple) -> None:
@@ -516,8 +517,9 @@ class _ObjectBody:
             if not rx.is_live(language, budget=LIVENESS_BUDGET):
                 return
             if k < len(cuts):
-                walk(k + 1, rx.inter(language, cuts[k]), inside + (True,))
-                walk(k + 1, rx.difference(language, cuts[k]), inside + (False,))
+                sure, maybe = cuts[k]
+                walk(k + 1, rx.inter(language, sure), inside + (True,))
+                walk(k + 1, rx.difference(language, maybe), inside + (False,))
                 return
             hits = inside[:len(patterns)]
             conjs = [c for (_, c, _), hit in zip(patterns, hits) if hit]
