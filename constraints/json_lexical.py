@@ -24,7 +24,7 @@ from typing import Any
 from decoding.constraints import rx
 
 __all__ = [
-    "CHAR", "DECIMAL", "FRACTIONAL", "INTEGER", "NUMBER", "STRING", "char_in", "decimal_of", "dumps", "json_equal",
+    "CHAR", "DECIMAL", "FLOAT_SAFE", "FRACTIONAL", "INTEGER", "NUMBER", "STRING", "char_in", "decimal_of", "dumps", "json_equal",
     "literal_values", "number_spellings", "quoted",
 ]
 
@@ -62,6 +62,10 @@ NUMBER = rx.from_regex(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 DECIMAL = rx.from_regex(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?")
 INTEGER = rx.from_regex(r"-?(0|[1-9][0-9]*)")  # no "1.0": draft 4 and Python validators read it as a float
 FRACTIONAL = rx.from_regex(r"-?(0|[1-9][0-9]*)\.[0-9]*[1-9][0-9]*")  # decimals whose value is not an integer
+# Integers, and decimals with a fraction and at most 15 significant digits: Python reads the latter as floats, and
+# distinct decimals of 15 digits stay distinct and in order as floats, so bounds compare as they do exactly.
+FLOAT_SAFE = rx.alt(INTEGER, rx.from_regex(r"-?0\.0*[0-9]{1,15}"), *(
+    rx.from_regex(rf"-?[1-9][0-9]{{{k - 1}}}\.[0-9]{{1,{15 - k}}}") for k in range(1, 15)))
 
 
 def quoted(content: rx.Rx) -> rx.Rx:

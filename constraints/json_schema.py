@@ -23,7 +23,9 @@ schema's order (or in any order, ``key_order="any"``), within these decisions:
   multiples near the lower bound. Integers are written without a fraction (``2``, not ``2.0``, which draft 4
   and Python validators read as a float). Python validators check ``multipleOf`` by float division (``2.36 /
   0.01`` is 235.99999999999997), so a divisor that is not a binary float keeps only the integer multiples, where
-  that division is exact (or 100 multiples checked one by one): valid under both readings.
+  that division is exact (or 100 multiples checked one by one): valid under both readings. For the same reason
+  a constrained number with a fraction has at most 15 significant digits (then its float compares to a bound as
+  the decimal does).
 * ``uniqueItems`` holds when at most one item fits, or when items come from at most 8 literal values (each used
   once); otherwise it is refused. ``maxItems``/``maxProperties`` beyond the lower bound plus 64 are lowered to it
   (each count is a chain of rules; ``minItems`` alone is a doubling run), ``maxLength`` above 100,000 too.
@@ -57,7 +59,7 @@ from decoding.constraints.cfg import Cfg, GrammarBuilder, GrammarError
 from decoding.constraints.grammar import Grammar
 from decoding.constraints.json_formats import format_content
 from decoding.constraints.json_lexical import (
-    CHAR, DECIMAL, FRACTIONAL, INTEGER, NUMBER, STRING, dumps, json_equal, literal_values, number_spellings, quoted,
+    CHAR, DECIMAL, FLOAT_SAFE, FRACTIONAL, INTEGER, NUMBER, STRING, dumps, json_equal, literal_values, number_spellings, quoted,
 )
 from decoding.constraints.json_normal import (
     Clock, Conj, Flat, Node, Normaliser, UnsupportedSchemaError, at, json_type, refuse,
@@ -311,10 +313,12 @@ class _Translator:
     def numbers(self, f: Flat, types: frozenset) -> rx.Rx:
         plain = not (f.lower or f.upper or f.multiples or f.not_multiples or f.enum is not None
                      or any(json_type(v) in ("integer", "fraction") for v in f.not_enum))
+        if plain and {"integer", "fraction"} <= types:
+            return NUMBER
         if {"integer", "fraction"} <= types:
-            language = NUMBER if plain else DECIMAL
+            language = FLOAT_SAFE
         else:
-            language = INTEGER if "integer" in types else FRACTIONAL
+            language = INTEGER if "integer" in types else rx.inter(FRACTIONAL, FLOAT_SAFE)
         if f.lower or f.upper:
             lo, hi = f.lower or (None, False), f.upper or (None, False)
             language = rx.inter(language, decimal_range(lo[0], lo[1], hi[0], hi[1]))
