@@ -58,6 +58,7 @@ import json
 import multiprocessing
 import random
 import signal
+import subprocess
 import time
 import traceback
 from contextlib import contextmanager
@@ -119,6 +120,7 @@ class GeneratedPath:
 
 def run(config: BenchConfig) -> Report:
     vocabularies = ("gemma3",) if config.quick else ("gemma3", "llama3")
+    code_at_start = _code_version()
     engines = [e for e in ENGINES if e.available()]
     schemas = _schemas(config.quick)
     paths = _paths(schemas, config, vocabularies)
@@ -139,8 +141,19 @@ def run(config: BenchConfig) -> Report:
         "limit_s": LIMIT_S, "hard_limit_s": HARD_LIMIT_S,
         "path_schemas": [p.case.label for p in paths if not p.case.syntax],
         "path_tokens": QUICK_PATH_TOKENS if config.quick else PATH_TOKENS, "temperature": TEMPERATURE,
-        "seed": SEED, "quick": config.quick})
+        "seed": SEED, "quick": config.quick, "code_at_start": code_at_start, "code_at_end": _code_version()})
     return _report(rows, settings)
+
+
+def _code_version() -> str | None:
+    """``git describe --always --dirty`` of this checkout (workers import the code when they start, so a run whose
+    start and end differ measured two versions), or None outside a git checkout."""
+    try:
+        done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ def test_quick_run_reports_coverage_paths_and_grammar_rows(gemma_checkpoint, tmp
         assert r["status"] == "ok" and r["rejected"] is None and 0 < r["accepted"] == r["path_tokens"] <= 6
     pooled = next(r for r in rows if r["section"] == "paths")
     assert pooled["states"] == pooled["accepted"] and pooled["mask_us_p50"] > 0
-    assert report.settings["preparation_s"]["gemma3/decoding"] > 0
+    assert report.settings["preparation_s"]["gemma3/decoding"] > 0 and "code_at_end" in report.settings
     saved = json.loads((tmp_path / "constraints.json").read_text())
     assert saved["settings"]["path_schemas"] == report.settings["path_schemas"]
     assert (tmp_path / "constraints.png").exists()
