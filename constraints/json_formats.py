@@ -1,7 +1,7 @@
 """The string ``format``s a JSON Schema generator can enforce, as expressions over a string's content.
 
-Each is a subset of what the format's RFC allows, chosen so that every string produced is valid: dates and times of
-RFC 3339 (February 29 in leap years only; no leap second), RFC 5322 dot-atom e-mail addresses at a hostname,
+Each is a subset of what the format's RFC allows, chosen so that every string produced is valid, Python's
+validators included: dates and times of RFC 3339 (February 29 in leap years only; no leap second; no year 0000), RFC 5322 dot-atom e-mail addresses at a hostname,
 RFC 1123 host names (labels of 1-63 characters, 253 in all), IPv4 dotted quads, IPv6 in all RFC 4291 forms, RFC 3986
 URIs and URI references (without IP-literal hosts), RFC 4122 UUIDs, RFC 6901 JSON pointers (and relative ones),
 ISO 8601 durations. All are ASCII and need no escape except JSON pointers, whose characters are canonical string
@@ -24,8 +24,8 @@ from decoding.constraints.json_lexical import char_in
 __all__ = ["FORMATS", "format_content"]
 
 _HEX = "[0-9a-fA-F]"
-_LEAP = "(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)"
-_YEAR = "[0-9]{4}"
+_LEAP = "(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)"
+_YEAR = "(?:[0-9]{3}[1-9]|[0-9]{2}[1-9]0|[0-9][1-9]00|[1-9]000)"  # year 0000: not a Python date
 _DATE = (rf"(?:{_YEAR}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
          rf"|02-(?:0[1-9]|1[0-9]|2[0-8]))|{_LEAP}-02-29)")
 _TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
