@@ -1,10 +1,10 @@
 """The string ``format``s a JSON Schema generator can enforce, as expressions over a string's content.
 
 Each is a subset of what the format's RFC allows, chosen so that every string produced is valid, Python's
-validators included: dates and times of RFC 3339 (February 29 in leap years only; no leap second; no year 0000), RFC 5322 dot-atom e-mail addresses at a hostname,
-RFC 1123 host names (labels of 1-63 characters, 253 in all), IPv4 dotted quads, IPv6 in all RFC 4291 forms, RFC 3986
-URIs and URI references (without IP-literal hosts), RFC 4122 UUIDs, RFC 6901 JSON pointers (and relative ones),
-ISO 8601 durations. All are ASCII and need no escape except JSON pointers, whose characters are canonical string
+validators included: dates and times of RFC 3339 (February 29 in leap years only; no leap second; no year 0000),
+RFC 5322 dot-atom e-mail addresses at a hostname, RFC 1123 host names (labels of 1-63 characters, 253 in all), IPv4
+dotted quads, IPv6 in all RFC 4291 forms, RFC 3986 URIs and URI references (without IP-literal hosts), RFC 4122
+UUIDs, RFC 6901 JSON pointers (and relative ones), ISO 8601 durations. All are ASCII and need no escape except JSON pointers, whose characters are canonical string
 characters. Formats not listed here are annotations, as JSON Schema's default vocabulary says: they constrain nothing.
 
 Example:
