@@ -39,6 +39,7 @@ SUITES: dict[str, str] = {
     "samplers": "decoding.benchmarks.samplers",
     "entropy": "decoding.benchmarks.entropy",
     "constraints": "decoding.benchmarks.constraints",
+    "json-conformance": "decoding.benchmarks.json_conformance",
     "awrs": "decoding.benchmarks.awrs",
     "smc": "decoding.benchmarks.smc",
     "speculative": "decoding.benchmarks.speculative",
