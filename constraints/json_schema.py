@@ -59,7 +59,7 @@ from decoding.constraints.cfg import Cfg, GrammarBuilder, GrammarError
 from decoding.constraints.grammar import Grammar
 from decoding.constraints.json_formats import format_content
 from decoding.constraints.json_lexical import (
-    CHAR, DECIMAL, FLOAT_SAFE, FRACTIONAL, INTEGER, NUMBER, STRING, dumps, json_equal, literal_values, number_spellings, quoted,
+    CHAR, FLOAT_SAFE, FRACTIONAL, INTEGER, NUMBER, STRING, dumps, json_equal, literal_values, number_spellings, quoted,
 )
 from decoding.constraints.json_normal import (
     Clock, Conj, Flat, Node, Normaliser, UnsupportedSchemaError, at, json_type, refuse,
@@ -177,7 +177,6 @@ class _Translator:
     def __init__(self, normal: Normaliser, space: rx.Rx, key_order: str, clock: Clock):
         self.normal, self.key_order, self.clock = normal, key_order, clock
         self.g = GrammarBuilder()
-        self.space = space
         punct = lambda ch, before, after: self.g.terminal(  # noqa: E731
             rx.concat(space if before else rx.EPSILON, rx.literal(ch), space if after else rx.EPSILON), repr(ch))
         self.lbrace, self.rbrace = punct("{", False, True), punct("}", True, False)
