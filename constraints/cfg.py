@@ -68,6 +68,7 @@ class GrammarBuilder:
         self._terminal_of: dict[rx.Rx, int] = {}
         self._nonterminals: list[str] = []
         self._names: set[str] = set()
+        self._suffix: dict[str, int] = {}
         self._rules: list[tuple[int, tuple[int, ...]]] = []
         self._ignore: list[int] = []
 
@@ -82,10 +83,10 @@ class GrammarBuilder:
 
     def nonterminal(self, name: str) -> int:
         """A new nonterminal; a name already taken gets a numeric suffix."""
-        unique, k = name, 1
-        while unique in self._names:
-            k += 1
-            unique = f"{name}_{k}"
+        unique = name
+        while unique in self._names:  # the next free suffix for this name, remembered: no rescans
+            self._suffix[name] = self._suffix.get(name, 1) + 1
+            unique = f"{name}_{self._suffix[name]}"
         self._names.add(unique)
         self._nonterminals.append(unique)
         return len(self._nonterminals) - 1
@@ -141,15 +142,31 @@ class GrammarBuilder:
 
 
 def _productive_rules(rules: list, live_terminals: list[bool]) -> list:
-    """The rules whose every symbol derives some text (fixpoint)."""
+    """The rules whose every symbol derives some text: a worklist over the rules waiting on each nonterminal, so
+    each rule is looked at once per nonterminal in its body (linear, even for long chains of rules)."""
+    missing = []  # per rule, how many distinct nonterminals of its body are not yet known productive
+    waiting: dict[int, list[int]] = {}
+    agenda = []
+    for r, (lhs, rhs) in enumerate(rules):
+        if not all(live_terminals[~s] for s in rhs if s < 0):
+            missing.append(-1)  # a dead terminal: never productive
+            continue
+        body = {s for s in rhs if s >= 0}
+        missing.append(len(body))
+        for s in body:
+            waiting.setdefault(s, []).append(r)
+        if not body:
+            agenda.append(lhs)
     productive: set[int] = set()
-    changed = True
-    while changed:
-        changed = False
-        for lhs, rhs in rules:
-            if lhs not in productive and all(live_terminals[~s] if s < 0 else s in productive for s in rhs):
-                productive.add(lhs)
-                changed = True
+    while agenda:
+        a = agenda.pop()
+        if a in productive:
+            continue
+        productive.add(a)
+        for r in waiting.get(a, ()):
+            missing[r] -= 1
+            if missing[r] == 0:
+                agenda.append(rules[r][0])
     return [(lhs, rhs) for lhs, rhs in rules
             if lhs in productive and all(live_terminals[~s] if s < 0 else s in productive for s in rhs)]
 
