@@ -581,27 +581,8 @@ class _ObjectBody:
 
     def state(self, s: tuple) -> int:
         """The rule of state ``s`` (its alternatives built on first use, iteratively)."""
-        if s in self.states:
-            return self.states[s]
-        todo = [s]
-        self.states[s] = self.t.nonterminal("members", self.f.ptr)
-        while todo:
-            current = todo.pop()
-            self.t.clock.check(self.f.ptr)
-            alternatives = []
-            transitions = {"any": self.any_order, "seq": self.schema_order, "free": self.free_part}[current[0]]
-            for rhs in transitions(current):
-                out = []
-                for x in rhs:
-                    if isinstance(x, tuple):
-                        if x not in self.states:
-                            self.states[x] = self.t.nonterminal("members", self.f.ptr)
-                            todo.append(x)
-                        x = self.states[x]
-                    out.append(x)
-                alternatives.append(out)
-            self.t.rules(self.states[current], alternatives)
-        return self.states[s]
+        kinds = {"any": self.any_order, "seq": self.schema_order, "free": self.free_part}
+        return _expand(self.t, self.states, s, "members", self.f.ptr, lambda state: kinds[state[0]](state))
 
     def sep(self, first: bool) -> list[int]:
         return [] if first else [self.t.comma]
@@ -703,26 +684,7 @@ class _ArrayBody:
         return self.t.value(frozenset(conjs + extra))
 
     def state(self, s: tuple) -> int:
-        if s in self.states:
-            return self.states[s]
-        todo = [s]
-        self.states[s] = self.t.nonterminal("items", self.f.ptr)
-        while todo:
-            current = todo.pop()
-            self.t.clock.check(self.f.ptr)
-            alternatives = []
-            for rhs in self.transitions(current):
-                out = []
-                for x in rhs:
-                    if isinstance(x, tuple):
-                        if x not in self.states:
-                            self.states[x] = self.t.nonterminal("items", self.f.ptr)
-                            todo.append(x)
-                        x = self.states[x]
-                    out.append(x)
-                alternatives.append(out)
-            self.t.rules(self.states[current], alternatives)
-        return self.states[s]
+        return _expand(self.t, self.states, s, "items", self.f.ptr, self.transitions)
 
     def transitions(self, s: tuple) -> list[list]:
         _, i, counts, first = s
@@ -819,3 +781,29 @@ class _ArrayBody:
 
 def _subsets(n: int, size: int) -> list[frozenset]:
     return [frozenset(c) for c in combinations(range(n), size)]
+
+
+def _expand(t: _Translator, states: dict, s: tuple, name: str, ptr: str, transitions) -> int:
+    """The nonterminal of state ``s`` of a counting automaton (an object's members, an array's items):
+    ``transitions(state)`` lists right-hand sides whose tuples are states and ints symbols; every state reached
+    from ``s`` gets a nonterminal (memoised in ``states``) and its rules."""
+    if s in states:
+        return states[s]
+    todo = [s]
+    states[s] = t.nonterminal(name, ptr)
+    while todo:
+        current = todo.pop()
+        t.clock.check(ptr)
+        alternatives = []
+        for rhs in transitions(current):
+            out = []
+            for x in rhs:
+                if isinstance(x, tuple):
+                    if x not in states:
+                        states[x] = t.nonterminal(name, ptr)
+                        todo.append(x)
+                    x = states[x]
+                out.append(x)
+            alternatives.append(out)
+        t.rules(states[current], alternatives)
+    return states[s]
