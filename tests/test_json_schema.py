@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import random
 import time
+import unicodedata
 from collections import deque
 from pathlib import Path
 
@@ -298,8 +299,10 @@ def test_unicode_property_escapes(pattern):
         s = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 4)))
         assert c.matches(compact(s)) == bool(regex.search(pattern.replace("$", r"\Z"), s)), (pattern, s)
     for _ in range(20):
-        text = sample_text(c.cfg, rng).decode()
-        assert regex.search(pattern.replace("$", r"\Z"), json.loads(text)), text
+        value = json.loads(sample_text(c.cfg, rng).decode())
+        if any(unicodedata.category(ch) == "Cn" for ch in value):
+            continue  # unassigned in Python's Unicode: the regex package's newer tables may have assigned it
+        assert regex.search(pattern.replace("$", r"\Z"), value), value
 
 
 def test_json_text_schema_and_true_schema():
