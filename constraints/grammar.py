@@ -201,7 +201,9 @@ class TokenGrammar(TokenConstraint):
         self._index = index = vocabulary_index(vocabulary)
         self._walker = TrieWalker(index.trie, parser.lexer, vocabulary.size)
         self._eos = np.asarray(vocabulary.eos_token_ids, dtype=np.int64)
-        self._inner: dict[int, tuple[np.ndarray, dict[int, np.ndarray]]] = {}
+        self._inner: OrderedDict = OrderedDict()
+        self._shared = _shared_walks(index)
+        self._terminal_index = {language: t for t, language in enumerate(parser.cfg.terminals)}
         self._paths: dict[tuple, tuple[np.ndarray, dict[int, np.ndarray]]] = {}
         self._masks: OrderedDict = OrderedDict()
 
@@ -285,15 +287,40 @@ class TokenGrammar(TokenConstraint):
             self._masks.popitem(last=False)
         return mask
 
-    def _inner_walk(self, lex: int) -> tuple[np.ndarray, dict[int, np.ndarray]]:
-        """bool ``[V]``: the tokens that stay inside the lexeme from lexer state ``lex``; and the boundaries."""
+    def _inner_walk(self, lex: int) -> tuple[np.ndarray, dict[tuple, np.ndarray]]:
+        """bool ``[V]``: the tokens that stay inside the lexeme from lexer state ``lex``; and the boundaries keyed by
+        the terminals the lexeme matches there. Memoised per state here (the last 256), and across grammars on the
+        same vocabulary by the state's content (:func:`_shared_walks`): a JSON string or number terminal is walked
+        once per process, not once per schema."""
         cached = self._inner.get(lex)
         if cached is None:
-            tokens, boundaries = self._walker.from_root(lex)
-            inside = np.zeros(self.vocabulary.size, dtype=bool)
-            inside[tokens] = True
-            inside[self._walker.empty_tokens] = True  # no bytes: the state stays as it is
-            cached = self._inner[lex] = (inside, self._by_terminals(boundaries))
+            terminals = self.parser.cfg.terminals
+            key = self.parser.lexer.content(lex)
+            shared = self._shared.get(key)
+            if shared is None:
+                tokens, boundaries = self._walker.from_root(lex)
+                inside = np.zeros(self.vocabulary.size, dtype=bool)
+                inside[tokens] = True
+                inside[self._walker.empty_tokens] = True  # no bytes: the state stays as it is
+                by_language: dict[frozenset, list[np.ndarray]] = {}
+                for end, nodes in boundaries.items():
+                    by_language.setdefault(frozenset(terminals[t] for t in self.parser.lexer.accepts[end]),
+                                           []).append(nodes)
+                shared = (np.packbits(inside), {k: np.concatenate(v) for k, v in by_language.items()})
+                self._shared[key] = shared
+                if len(self._shared) > _SHARED_WALKS:
+                    self._shared.popitem(last=False)
+            else:
+                self._shared.move_to_end(key)
+            packed, by_language = shared
+            inside = np.unpackbits(packed, count=self.vocabulary.size).view(bool)
+            index = self._terminal_index
+            cached = self._inner[lex] = (inside, {tuple(sorted(index[r] for r in k)): nodes
+                                                  for k, nodes in by_language.items()})
+            if len(self._inner) > 256:
+                self._inner.popitem(last=False)
+        else:
+            self._inner.move_to_end(lex)
         return cached
 
     def _by_terminals(self, boundaries: dict[int, np.ndarray]) -> dict[tuple, np.ndarray]:
@@ -321,3 +348,15 @@ class TokenGrammar(TokenConstraint):
             out[tokens] = True
             if more:
                 self._cross(after, key, more, out)
+
+
+_SHARED_WALKS = 1024  # lexer-state walks kept per vocabulary across grammars (packed: 32 KB each at 262k tokens)
+_WALKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _shared_walks(index) -> OrderedDict:
+    """The walks from the trie root keyed by lexer-state content, shared by every grammar on one vocabulary."""
+    walks = _WALKS.get(index)
+    if walks is None:
+        walks = _WALKS[index] = OrderedDict()
+    return walks

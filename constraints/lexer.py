@@ -79,6 +79,11 @@ class Lexer:
             nxt = self.table[state, byte]
         return int(nxt)
 
+    def content(self, state: int) -> tuple[tuple[rx.Rx, rx.Rx], ...]:
+        """What ``state`` is, independently of this lexer's numbering: its ``(terminal, derivative)`` expressions.
+        Two lexers' states with equal contents read every byte string alike."""
+        return tuple(sorted(((self.terminals[t], d) for t, d in self._states[state]), key=lambda pair: pair[0].id))
+
     def build(self, state: int) -> None:
         """Fill ``state``'s row: one derivative per byte class of its terminals (new states get ids)."""
         parts = self._states[state]

@@ -277,6 +277,21 @@ def test_advance_batch_equals_advance(llama_vocab):
         states = batch[:8]
 
 
+def test_walks_shared_across_grammars_keep_each_grammars_terminals(llama_vocab):
+    """Walks from a lexer state are shared by content across grammars on one vocabulary; the boundaries come back
+    under each grammar's own terminal numbers, so the masks stay exact in a grammar whose terminals are numbered
+    differently."""
+    string = r'/"([^"\\\x00-\x1f]|\\["\\\/bfnrt]|\\u[0-9a-fA-F]{4})*"/'
+    first = Grammar(JSON_LARK).bind(llama_vocab)
+    other = Grammar(f'start: "<" (NUM | STRING) ">"\nNUM: /[0-9]+/\nSTRING: {string}').bind(llama_vocab)
+    quote = llama_vocab.token_bytes.index(b'"')
+    first.mask(first.advance(first.start(), quote))  # walks the string state first
+    state = other.advance(other.advance(other.start(), llama_vocab.token_bytes.index(b"<")), quote)
+    before = len(other._shared)
+    np.testing.assert_array_equal(other.mask(state).numpy(), brute_force_mask(other, state))
+    assert len(other._shared) == before  # the string state's walk was the first grammar's
+
+
 def test_a_token_of_no_bytes_keeps_the_state(llama_vocab):
     """A non-special token of no bytes (possible in an added-tokens list) is allowed wherever it keeps a state."""
     vocab = copy.copy(llama_vocab)
