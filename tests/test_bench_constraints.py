@@ -31,6 +31,7 @@ def gemma_checkpoint(tmp_path_factory) -> str:
 def test_quick_run_reports_coverage_paths_and_grammar_rows(gemma_checkpoint, tmp_path, monkeypatch):
     """Worker processes, path generation, every section of the report and the JSON/PNG files, in one small run."""
     monkeypatch.setattr(suite, "ENGINES", (suite._Ours,))
+    monkeypatch.setattr(suite, "SHARED_DATA", tmp_path / "no-shared")  # the repository's own schemas only
     monkeypatch.setattr(suite, "GRAMMARS", (ARITHMETIC,))
     monkeypatch.setattr(suite, "QUICK_PER_SPLIT", 1)
     monkeypatch.setattr(suite, "QUICK_PATH_SCHEMAS", 1)
@@ -39,7 +40,7 @@ def test_quick_run_reports_coverage_paths_and_grammar_rows(gemma_checkpoint, tmp
     report = run_suite("constraints", config, tmp_path, stream=io.StringIO())
     rows = report.rows
     coverage = {r["case"]: r for r in rows if r["section"] == "coverage"}
-    present = [split for split in suite.SPLITS if (suite._data_dir() / split).is_dir()]  # ../shared may be absent
+    present = [split for split in suite.SPLITS if (suite.TEST_DATA / split).is_dir()]
     assert set(coverage) >= {"all", "common", *present} and coverage["all"]["schemas"] == len(present)
     assert all(r["engine"] == "decoding" for r in rows)
     walks = [r for r in rows if r["section"] in ("path", "grammar")]
