@@ -229,18 +229,16 @@ class TokenGrammar(TokenConstraint):
         """``advance`` for every row: the lexer walks all rows in one kernel; only rows whose token crosses a lexeme
         boundary go through the parser. EOS keeps an accepting state; other special tokens kill."""
         tokens = np.asarray(tokens, dtype=np.int64)
-        special, eos = self._index.special, set(self.vocabulary.eos_token_ids)
+        special = self._index.special
         out: list = [DEAD] * len(tokens)
-        rows = []
-        for i, (state, token) in enumerate(zip(states, tokens.tolist())):
-            if self.is_dead(state) or not 0 <= token < len(special):
-                continue
-            if token in eos:
-                out[i] = state if self.parser.accepts(state) else DEAD
-            elif not special[token]:
-                rows.append(i)
-        if rows:
-            self._lex_rows(np.asarray(rows, dtype=np.int64), states, tokens, out)
+        alive = ~self.dead_batch(states) & (tokens >= 0) & (tokens < len(special))
+        safe = np.where(alive, tokens, 0)
+        eos = alive & np.isin(safe, self._eos)
+        for i in np.flatnonzero(eos).tolist():  # a row ends: EOS keeps an accepting state
+            out[i] = states[i] if self.parser.accepts(states[i]) else DEAD
+        rows = np.flatnonzero(alive & ~eos & ~special[safe])
+        if len(rows):
+            self._lex_rows(rows, states, tokens, out)
         return out
 
     def _lex_rows(self, rows: np.ndarray, states, tokens: np.ndarray, out: list) -> None:
@@ -302,11 +300,8 @@ class TokenGrammar(TokenConstraint):
                 inside = np.zeros(self.vocabulary.size, dtype=bool)
                 inside[tokens] = True
                 inside[self._walker.empty_tokens] = True  # no bytes: the state stays as it is
-                by_language: dict[frozenset, list[np.ndarray]] = {}
-                for end, nodes in boundaries.items():
-                    by_language.setdefault(frozenset(terminals[t] for t in self.parser.lexer.accepts[end]),
-                                           []).append(nodes)
-                shared = (np.packbits(inside), {k: np.concatenate(v) for k, v in by_language.items()})
+                by_language = self._grouped(boundaries, lambda accepted: frozenset(terminals[t] for t in accepted))
+                shared = (np.packbits(inside), by_language)
                 self._shared[key] = shared
                 if len(self._shared) > _SHARED_WALKS:
                     self._shared.popitem(last=False)
@@ -325,10 +320,14 @@ class TokenGrammar(TokenConstraint):
 
     def _by_terminals(self, boundaries: dict[int, np.ndarray]) -> dict[tuple, np.ndarray]:
         """Boundaries keyed by the terminals the lexeme matches there: the parser sees nothing else of them."""
-        grouped: dict[tuple, list[np.ndarray]] = {}
+        return self._grouped(boundaries, tuple)
+
+    def _grouped(self, boundaries: dict[int, np.ndarray], key) -> dict:
+        """Boundary nodes regrouped by ``key(terminals the lexeme matches)``."""
+        grouped: dict = {}
         for end, nodes in boundaries.items():
-            grouped.setdefault(self.parser.lexer.accepts[end], []).append(nodes)
-        return {terminals: np.concatenate(parts) for terminals, parts in grouped.items()}
+            grouped.setdefault(key(self.parser.lexer.accepts[end]), []).append(nodes)
+        return {k: np.concatenate(parts) for k, parts in grouped.items()}
 
     def _cross(self, chart: Chart, path: tuple, boundaries: dict[tuple, np.ndarray], out: np.ndarray) -> None:
         """Mark the tokens past each boundary that the parser takes after ending the lexeme there."""
