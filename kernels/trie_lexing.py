@@ -23,6 +23,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from decoding.kernels.automata import walk
+
 __all__ = ["lex_tokens", "walk_subtrees", "walk_subtrees_reference"]
 
 _UNBUILT = -2
@@ -95,17 +97,10 @@ def lex_tokens(table, flat, offsets, states, tokens, out, unbuilt):
     ends inside the token: the parser must take the row). ``out[i] == -2``: the walk needs the row of state
     ``unbuilt[i]``, not built yet (build it and run the row again)."""
     for i in range(states.shape[0]):
-        state = states[i]
-        out[i] = -1
-        for k in range(offsets[tokens[i]], offsets[tokens[i] + 1]):
-            nxt = table[state, flat[k]]
-            if nxt == _UNBUILT:
-                out[i] = _UNBUILT
-                unbuilt[i] = state
-                break
-            if nxt < 0:
-                state = -1
-                break
-            state = nxt
-        if out[i] != _UNBUILT:
+        stop = offsets[tokens[i] + 1]
+        state, k = walk(table, states[i], flat, offsets[tokens[i]], stop)
+        if k < stop:
+            out[i] = _UNBUILT
+            unbuilt[i] = state
+        else:
             out[i] = state
