@@ -44,6 +44,7 @@ SUITES: dict[str, str] = {
     "smc": "decoding.benchmarks.smc",
     "speculative": "decoding.benchmarks.speculative",
     "sir": "decoding.benchmarks.sir",
+    "batching": "decoding.benchmarks.batching",
 }
 
 DEFAULT_OUT = "bench-results"
