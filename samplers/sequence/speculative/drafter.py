@@ -185,11 +185,17 @@ def _trimmed(lm: LanguageModel, keep: torch.Tensor) -> LanguageModel:
     small = torch.nn.Linear(head.weight.shape[1], len(keep), bias=head.bias is not None,
                             device=head.weight.device, dtype=head.weight.dtype)
     with torch.no_grad():
-        small.weight.copy_(head.weight[keep.to(head.weight.device)])
+        small.weight.copy_(_whole(head.weight)[keep.to(head.weight.device)])
         if head.bias is not None:
-            small.bias.copy_(head.bias[keep.to(head.weight.device)])
+            small.bias.copy_(_whole(head.bias)[keep.to(head.weight.device)])
     model.set_output_embeddings(small)
     return LanguageModel(model, None, eos_token_ids=lm.eos_token_ids)
+
+
+def _whole(param: torch.Tensor) -> torch.Tensor:
+    """The full tensor of a parameter: a tensor-parallel model's sharded DTensor (``tp_plan="auto"``) gathered
+    from every rank (a collective: every rank builds the draft), any other parameter as it is."""
+    return param.full_tensor() if hasattr(param, "full_tensor") else param
 
 
 def vocab_trim(lm: LanguageModel, texts: Sequence[str], size: int) -> torch.Tensor:
