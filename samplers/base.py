@@ -115,6 +115,33 @@ def select_rows(state: State, indices: torch.Tensor) -> State:
     raise TypeError(f"cannot select rows of a state of type {type(state).__name__}")
 
 
+
+def join_rows(parts: Sequence[State]) -> State:
+    """The state of the rows of ``parts[0]``, then those of ``parts[1]``, ...: the inverse of :func:`select_rows`
+    (admitting rows to a batch, batching requests that each keep their own state).
+
+    Example:
+        >>> join_rows([(torch.tensor([1.0]), [7], None), (torch.tensor([2.0]), [8], None)])
+        (tensor([1., 2.]), [7, 8], None)
+    """
+    first = parts[0]
+    if first is None:
+        if any(p is not None for p in parts):
+            raise TypeError("cannot join a sampler state with None")
+        return None
+    if isinstance(first, torch.Tensor):
+        return torch.cat([p.to(first.device) for p in parts])
+    if isinstance(first, np.ndarray):
+        return np.concatenate(parts)
+    if isinstance(first, tuple):
+        return tuple(join_rows(column) for column in zip(*parts))
+    if isinstance(first, dict):
+        return {k: join_rows([p[k] for p in parts]) for k in first}
+    if isinstance(first, list):
+        return [row for p in parts for row in p]
+    raise TypeError(f"cannot join sampler states of type {type(first).__name__}: joining rows needs tensors, arrays, "
+                    "lists, tuples or dicts of them")
+
 class TokenSampler:
     """Base class of every token sampler. Subclasses override ``transform`` or, if terminal, ``draw``."""
 
