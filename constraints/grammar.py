@@ -87,6 +87,9 @@ class Grammar(Constraint):
     """
 
     def __init__(self, source: str | Cfg, syntax: str = "lark", start: str | None = None):
+        # the text it was built from (None from a Cfg): what a request carries to another process (decoding.vllm)
+        text = isinstance(source, str)
+        self.source, self.syntax, self.start = (source, syntax, start) if text else (None, None, None)
         if isinstance(source, Cfg):
             self.cfg = source
         elif not isinstance(source, str):

@@ -103,7 +103,7 @@ class JsonSchema(Grammar):
 
     def __init__(self, schema: dict | str | bool, whitespace: str | None = None, key_order: str = "schema",
                  deadline: float = 1.0):
-        self.schema = schema
+        self.schema, self.whitespace, self.key_order = schema, whitespace, key_order
         self._translator = _translate(schema, whitespace, key_order, deadline)
         super().__init__(self._translator.cfg)
 
