@@ -23,6 +23,7 @@ from decoding.samplers import (
 )
 from decoding.samplers.sequence.sir import SIR, SIRGeneration
 from decoding.samplers.sequence.smc import SMC, SMCGeneration
+from decoding.samplers.sequence.speculative.constraint_draft import ConstraintDraft
 from decoding.samplers.sequence.speculative.drafter import ModelDraft, vocab_trim
 from decoding.samplers.sequence.speculative.early_exit import early_exit
 from decoding.samplers.sequence.speculative.ngram import NGramDraft
@@ -34,7 +35,7 @@ from decoding.vocabulary import Vocabulary
 __version__ = "0.2.0"
 
 __all__ = [
-    "AWRS", "Ancestral", "Categorical", "Chain", "Constraint", "DecodeTask", "Decoder", "DynamicTree", "End", "Generation",
+    "AWRS", "Ancestral", "Categorical", "Chain", "Constraint", "ConstraintDraft", "DecodeTask", "Decoder", "DynamicTree", "End", "Generation",
     "GenerationOutput", "Grammar", "Greedy", "JsonSchema", "KVBatch", "LanguageModel", "Masked", "MinP", "Mirostat",
     "ModelDraft", "MultiDraft", "NGramDraft", "Predicate", "Regex", "RowStreams", "Rows", "SIR", "SIRGeneration", "SMC",
     "SMCGeneration", "Sample", "SamplerChain", "Selection", "SequenceSampler", "Speculative", "Stats", "Temperature",

@@ -112,7 +112,7 @@ class ModelDraft(Drafter):
         nodes = nodes.to(dev)
         safe = nodes.clamp_min(0)
         slots = tree.data["draft_slot"].to(dev)
-        parent_slot = slots.gather(1, tree.parent.to(dev).gather(1, safe))
+        parent_slot = slots.gather(1, tree.parent.to(dev).gather(1, safe).clamp_min(0))  # -1 nodes: not fed
         out = state.batch.tree_step(tree.tokens.to(dev).gather(1, safe), parent_slot, valid=nodes >= 0)
         new = state.fed + torch.arange(nodes.shape[1], device=dev).expand_as(nodes)
         tree.data["draft_slot"] = slots.scatter(1, safe, torch.where(nodes >= 0, new, slots.gather(1, safe)))

@@ -15,8 +15,11 @@ Every verifier returns the target's law exactly, so the output has the law of pl
 (Leviathan et al., ICML 2023; Chen et al., 2023; Miao et al., ASPLOS 2024 for trees). ``sampler`` is a chain of
 stateless transforms (temperature, top-k/p, min-p, typical, top-H), optionally ending in ``Greedy()``; it is
 applied to the target at every node, and to the draft before drafting random children, so the output is exactly
-the target's transformed distribution. Stateful samplers (Mirostat, constraints) are refused: their state would
-have to follow the draft tokens before the target has judged them.
+the target's transformed distribution. ``sampler`` may end in ``Masked(constraint)`` (a Regex, a JsonSchema, a
+Grammar; ``greedy=True`` for T = 0): the constraint's state then follows every node of the tree, the target's law
+and the draft's are masked at every node, and the output has exactly the law of ``Masked`` decoding
+(``constrained.py``; ``dc.ConstraintDraft`` drafts what the constraint dictates). Other stateful samplers are
+refused: Mirostat's state depends on the whole distribution at each step, AWRS only estimates the allowed mass.
 
 Rows finish on their own (EOS inside an accepted path, stop strings, the token limit) and leave the batch; the
 others go on. Each row draws from its own random stream, so a row's output does not depend on its neighbours.
@@ -34,9 +37,10 @@ import torch
 from decoding.decode import DecodeTask, End, Generation, Rows, SequenceSampler
 from decoding.kernels.sampling import inverse_cdf
 from decoding.model import LanguageModel, NodeLogprobs
-from decoding.samplers.base import TokenSampler, stateless_law
+from decoding.samplers.base import TokenSampler
 from decoding.samplers.greedy import Greedy
 from decoding.samplers.sequence.speculative.block import BlockVerifier
+from decoding.samplers.sequence.speculative.constrained import MaskedDraft, TreeStates, draft_law, tree_law
 from decoding.samplers.sequence.speculative.drafter import Drafter, ModelDraft
 from decoding.samplers.sequence.speculative.greedy_multi_draft import GreedyMultiDraft
 from decoding.samplers.sequence.speculative.rrs import RRS, TopKVerifier
@@ -70,7 +74,8 @@ class Speculative(SequenceSampler):
             chain), "rrs_without_replacement", "topk", "spectr", "greedy" (Hu et al.'s multi-draft verifier),
             "block" (block verification, chains only). Default: the one made for the tree's draft law.
         sampler: stateless token transforms (``dc.Temperature(0.7) | dc.TopP(0.9)``), optionally ending in
-            ``dc.Greedy()``; default ``dc.Temperature(1.0)``.
+            ``dc.Greedy()`` or in ``dc.Masked(constraint)`` (constrained decoding, same law as without
+            speculation); default ``dc.Temperature(1.0)``.
 
     Example:
         >>> spec = dc.Speculative(dc.NGramDraft(3), dc.Chain(8), sampler=dc.Greedy())
@@ -86,9 +91,15 @@ class Speculative(SequenceSampler):
         if not isinstance(self.tree, TreeShape):
             raise TypeError(f"tree: expected dc.Chain, dc.MultiDraft or dc.DynamicTree, got {type(tree).__name__}")
         self.verify = _verifier(verify, self.tree)
-        self.sampler = stateless_law(Temperature(1.0) if sampler is None else sampler, "sampler",
-                                     "speculative decoding applies it as a law to the target and the draft, "
-                                     "before the target has judged the draft's tokens")
+        self.sampler, self.masked = tree_law(Temperature(1.0) if sampler is None else sampler)
+        if self.masked is not None and isinstance(self.verify, BlockVerifier):
+            raise ValueError("verify: block verification scores a whole chain's residual at once and cannot stop at "
+                             "a node where the constraint allows no token; under a constraint use verify='chain' "
+                             "(the default for a Chain)")
+        needs = getattr(self.draft, "needs_constraint", False)
+        if needs and self.masked is None:
+            raise ValueError(f"draft: {self.draft!r} drafts what a constraint dictates, but sampler has none; end "
+                             "sampler with dc.Masked(constraint)")
 
     def run(self, lm: LanguageModel, task: DecodeTask) -> list[Generation]:
         drafter = self.draft.bind(lm)
@@ -144,12 +155,35 @@ class _Run:
         for name in ("rounds", "draft_tokens", "accepted_tokens"):
             self.rows.count(name, torch.zeros(len(task.prompts), device=device))
         self.state = None  # the drafter's, once the first token is known
-        self.greedy = isinstance(spec.sampler.stages[-1], Greedy)
+        last = spec.sampler.stages[-1]
+        self.greedy = isinstance(last, Greedy) or (spec.masked is not None and spec.masked.greedy)
         self.shape = spec.tree.under_greedy() if self.greedy else spec.tree
+        self.constraint, self.states = None, None  # under a constraint: its token view, this round's TreeStates
+        self.chain = spec.sampler
+        if spec.masked is not None:
+            self.constraint = spec.sampler.bind(lm).stages[-1].token_constraint
+            self.roots = [self.constraint.start()] * len(task.prompts)  # each live row's constraint state
+            self.chain = draft_law(spec.sampler, spec.masked)  # applied to laws already restricted to the mask
 
     def law(self, logprobs: torch.Tensor) -> torch.Tensor:
-        """The sampler's law of raw log-probs [R, V] (the same transform for target and draft)."""
-        return self.spec.sampler.law(logprobs, None)
+        """The sampler's law of raw log-probs [R, V] (the same transform for target and draft); under a constraint,
+        of log-probs already restricted to the allowed tokens (:meth:`restrict`)."""
+        return self.chain.law(logprobs, None)
+
+    def restrict(self, raw: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw log-probs [R, V] restricted to ``mask`` and renormalised, and log Z, the allowed mass [R] (-inf: no
+        token allowed; such a row is returned as it was and must not be drawn from)."""
+        kept = raw.masked_fill(~mask, float("-inf"))
+        log_z = kept.logsumexp(-1, keepdim=True)
+        return torch.where(torch.isfinite(log_z), kept - log_z, raw), log_z[:, 0]
+
+    def target(self, raw: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The target's law at node ``nodes[i]`` of row ``rows[i]`` from its raw log-probs ``raw`` [n, V], and the
+        allowed mass log Z [n] (0 without a constraint)."""
+        if self.states is None:
+            return self.law(raw), torch.zeros(len(raw), dtype=raw.dtype, device=raw.device)
+        restricted, log_z = self.restrict(raw, self.states.masks_at(rows, nodes))
+        return self.law(restricted), log_z
 
     def generations(self) -> list[Generation]:
         if self.task.max_new_tokens == 0:
@@ -163,8 +197,16 @@ class _Run:
     def _first_token(self) -> None:
         """The prefill's distribution gives the first token; it becomes the first root."""
         raw = self.batch.logprobs
-        token = inverse_cdf(self.law(raw), self.rows.rng.uniform(device=raw.device))
-        self._retire(self.rows.emit(token[:, None], torch.ones_like(token), raw.gather(1, token[:, None]).double())[1])
+        law, log_z = raw, torch.zeros(len(raw), dtype=raw.dtype, device=raw.device)
+        if self.constraint is not None:
+            law, log_z = self.restrict(raw, self.constraint.mask_batch(self.roots).to(raw.device))
+        token = inverse_cdf(self.law(law), self.rows.rng.uniform(device=raw.device))
+        alive = torch.isfinite(log_z)
+        self.rows.add(self.rows.log_weight, log_z.double())
+        _, reason = self.rows.emit(token[:, None], alive.long(), raw.gather(1, token[:, None]).double())
+        if self.constraint is not None:
+            self.roots = self.constraint.advance_batch(self.roots, token.tolist())
+        self._retire(torch.where(alive, reason, End.DEAD_END))
         if not self.rows.done:
             roots = self.rows.last_tokens().tolist()
             contexts = [list(self.task.prompts[r]) + [t] for r, t in zip(self.rows.live.tolist(), roots)]
@@ -173,16 +215,24 @@ class _Run:
     def _round(self) -> None:
         spec = self.spec
         tree = DraftTree(self.rows.last_tokens(), self.shape.capacity)
-        self.shape.grow(tree, _Bound(self.drafter, self.state), self.law, self.rows.rng)
+        draft = _Bound(self.drafter, self.state)
+        if self.constraint is not None:
+            self.states = TreeStates(self.constraint, tree, self.roots, self.lm.vocab_size)
+            draft = MaskedDraft(draft, self.drafter, self.states)
+        self.shape.grow(tree, draft, self.law, self.rows.rng)
         tree.subset(tree.valid)  # padding out: the target sees only real nodes (B = 1: none at all)
         logprobs = self.batch.tree_step(tree.tokens[:, : tree.size], tree.parent[:, : tree.size],
                                         tree.valid[:, : tree.size], lazy_head=True)
+        # log Z, the allowed mass, at the node each walk step visits (the weight Masked decoding reports)
+        log_z = torch.zeros((tree.batch_size, tree.size + 1), dtype=torch.float64, device=tree.tokens.device)
         if self.greedy:
-            path, final = self._walk_greedy(tree, logprobs)
+            path, final = self._walk_greedy(tree, logprobs, log_z)
         elif isinstance(spec.verify, BlockVerifier):
             path, final = self._verify_chain(tree, logprobs.full())
         else:
-            path, final = self._walk(tree, logprobs)
+            path, final = self._walk(tree, logprobs, log_z)
+        alive = torch.isfinite(log_z).all(1)  # False: the walk stopped at a node where the constraint allows nothing
+        final = torch.where(alive, final, 0)
         root = torch.zeros_like(final)[:, None]
         self.batch.commit(torch.cat([root, path], 1))
         accepted = (path >= 0).sum(1)
@@ -193,13 +243,28 @@ class _Run:
         emitted.scatter_(1, accepted[:, None], final[:, None])  # the accepted path, then the target's own token
         at = torch.cat([torch.zeros_like(path[:, :1]), path.clamp_min(0)], 1)  # the node each token follows
         rows = torch.arange(tree.batch_size, device=final.device)
-        kept, reason = self.rows.emit(emitted, accepted + 1,
+        kept, reason = self.rows.emit(emitted, accepted + alive.long(),
                                       logprobs.at(rows, at).gather(2, emitted[..., None])[..., 0].double())
         self.rows.count("accepted_tokens", torch.minimum(accepted, kept))  # drafts past EOS or the limit are not output
-        self._retire(reason)
+        dead_end = ~alive & (reason == 0)
+        steps = torch.arange(log_z.shape[1], device=log_z.device)
+        weight = torch.where(steps < kept[:, None], log_z, 0.0).sum(1)  # the tokens output, none past EOS or the limit
+        self.rows.add(self.rows.log_weight, torch.where(dead_end, float("-inf"), weight))
+        if self.constraint is not None:
+            self._next_roots(rows, path, final)
+        self._retire(torch.where(dead_end, End.DEAD_END, reason))
 
-    def _walk(self, tree: DraftTree, logprobs: NodeLogprobs) -> tuple[torch.Tensor, torch.Tensor]:
-        """Node-by-node verification: the accepted path [B, D] (-1 padded) and the emitted token [B]."""
+    def _next_roots(self, rows: torch.Tensor, path: torch.Tensor, final: torch.Tensor) -> None:
+        """Each row's constraint state after the round: its last accepted node's, advanced by the emitted token."""
+        depth = (path >= 0).sum(1)
+        last = torch.where(depth > 0, path.gather(1, (depth - 1).clamp_min(0)[:, None])[:, 0], 0)
+        states = self.states.states(self.states.index_at(rows, last))
+        self.roots = self.constraint.advance_batch(states, final.tolist())
+        self.states = None
+
+    def _walk(self, tree: DraftTree, logprobs: NodeLogprobs, log_z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Node-by-node verification: the accepted path [B, D] (-1 padded) and the emitted token [B]; the allowed
+        mass at the node of step s goes to ``log_z[:, s]`` (a node allowing nothing ends the walk there)."""
         b, device = tree.batch_size, tree.tokens.device
         children = tree.children()
         depth = int(tree.depth[:, : tree.size].max()) + 1
@@ -214,11 +279,13 @@ class _Run:
             here = node[active]
             kids = children[active, here]
             kid_tokens = torch.where(kids >= 0, tree.tokens[active[:, None], kids.clamp_min(0)], -1)
-            p = self.law(logprobs.at(active, here[:, None])[:, 0]).exp()
+            law, z = self.target(logprobs.at(active, here[:, None])[:, 0], active, here)
+            p = law.exp()
             q = p if tree.logq is None else tree.logq[active, here].exp()
             u = self.rows.rng.uniform(kids.shape[1] + 1, device=device, rows=active.cpu().numpy())
             choice, token = decide(self.spec.verify.law(p, q, kid_tokens), kid_tokens, u)
-            took = choice >= 0
+            log_z[active, step] = z.double()
+            took = (choice >= 0) & torch.isfinite(z)
             nxt = kids.gather(1, choice.clamp_min(0)[:, None])[:, 0]
             if step < depth:
                 path[active[took], step] = nxt[took]
@@ -227,24 +294,30 @@ class _Run:
             active = active[took]
         return path, final
 
-    def _walk_greedy(self, tree: DraftTree, logprobs: NodeLogprobs) -> tuple[torch.Tensor, torch.Tensor]:
+    def _walk_greedy(self, tree: DraftTree, logprobs: NodeLogprobs, log_z: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``_walk`` when the target's law is a point mass: every verifier accepts the child holding the target's
-        token and emits that token otherwise, so the walk compares tokens (one law call per head call)."""
+        token and emits that token otherwise, so the walk compares tokens (one law call per head call; under a
+        constraint, one masked argmax per node visited, its allowed mass into ``log_z[:, step]``)."""
         b, n, _ = logprobs.shape
         device = tree.tokens.device
         rows = torch.arange(b, device=device)
         best = torch.full((b, n), -1, dtype=torch.long, device=device)  # the target's token after each node read
-        best[:, 0] = self._best(logprobs.at(rows, torch.zeros_like(rows)[:, None]))[:, 0]
         children = tree.children()
         depth = int(tree.depth[:, :n].max()) + 1
         path = torch.full((b, depth), -1, dtype=torch.long, device=device)
         node = torch.zeros(b, dtype=torch.long, device=device)
         going = torch.ones(b, dtype=torch.bool, device=device)
+        if self.constraint is None:
+            best[:, 0] = self._best(logprobs.at(rows, torch.zeros_like(rows)[:, None]))[:, 0]
         for step in range(depth):  # one level per pass; rows that stopped keep their node
-            if self._read_ahead(logprobs, tree, rows[going], step):
+            if self._read_ahead(logprobs, tree, rows[going], step) and self.constraint is None:
                 new = logprobs.computed & (best < 0)
                 r, c = new.nonzero(as_tuple=True)
                 best[r, c] = self._best(logprobs.at(r, c[:, None]))[:, 0]
+            if self.constraint is not None:  # the target's token where each walking row stands
+                walking = rows[going]
+                going[walking] = self._best_masked(logprobs, best, walking, node[walking], log_z[:, step])
             kids = children[rows, node]
             kid_tokens = tree.tokens[rows[:, None], kids.clamp_min(0)]
             hit = going[:, None] & (kids >= 0) & (kid_tokens == best[rows, node][:, None])
@@ -254,6 +327,17 @@ class _Run:
             node = torch.where(took, nxt, node)
             going = took
         return path, best[rows, node]
+
+    def _best_masked(self, logprobs: NodeLogprobs, best: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor,
+                     log_z: torch.Tensor) -> torch.Tensor:
+        """Under a constraint, the target's token at node ``nodes[i]`` of row ``rows[i]`` into ``best`` and its
+        allowed mass into ``log_z[rows]``; returns whether each node allows a token (bool [n])."""
+        if rows.numel() == 0:
+            return torch.ones(0, dtype=torch.bool, device=best.device)
+        law, z = self.target(logprobs.at(rows, nodes[:, None])[:, 0], rows, nodes)
+        best[rows, nodes] = law.argmax(-1)
+        log_z[rows] = z.double()
+        return torch.isfinite(z)
 
     def _read_ahead(self, logprobs: NodeLogprobs, tree: DraftTree, rows: torch.Tensor, step: int) -> bool:
         """Before level ``step`` of a walk, run the LM head in one call for the nodes of ``rows`` (still walking)
@@ -294,3 +378,5 @@ class _Run:
             self.batch.reorder(live)
             if self.state is not None:
                 self.state = self.drafter.select(self.state, live)
+            if self.constraint is not None:
+                self.roots = [self.roots[i] for i in live.tolist()]

@@ -52,6 +52,8 @@ class DraftTree:
             only; None for deterministic shapes, whose verifier needs no q).
         data: per-node tensors [B, N, ...] a drafter keeps with the tree (a model draft's cache slots); they are
             carried through :meth:`subset`.
+        constraint: under a constraint, the nodes' constraint states and masks (``constrained.TreeStates``),
+            for drafters that read them (``dc.ConstraintDraft``); None otherwise.
     """
 
     def __init__(self, roots: torch.Tensor, capacity: int):
@@ -67,6 +69,7 @@ class DraftTree:
         self.size = 1
         self.logq: torch.Tensor | None = None
         self.data: dict[str, torch.Tensor] = {}
+        self.constraint = None
 
     @property
     def batch_size(self) -> int:
