@@ -35,10 +35,11 @@ from decoding.vocabulary import Vocabulary
 __version__ = "0.2.0"
 
 __all__ = [
-    "AWRS", "Ancestral", "Categorical", "Chain", "Constraint", "ConstraintDraft", "DecodeTask", "Decoder", "DynamicTree", "End", "Generation",
-    "GenerationOutput", "Grammar", "Greedy", "JsonSchema", "KVBatch", "LanguageModel", "Masked", "MinP", "Mirostat",
-    "ModelDraft", "MultiDraft", "NGramDraft", "Predicate", "Regex", "RowStreams", "Rows", "SIR", "SIRGeneration", "SMC",
-    "SMCGeneration", "Sample", "SamplerChain", "Selection", "SequenceSampler", "Speculative", "Stats", "Temperature",
-    "TokenConstraint", "TokenSampler", "TopH", "TopK", "TopP", "Typical", "Usage", "Vocabulary", "alpha_star", "generate",
-    "early_exit", "hf", "load", "select", "vocab_trim",
+    "AWRS", "Ancestral", "Categorical", "Chain", "Constraint", "ConstraintDraft", "DecodeTask", "Decoder",
+    "DynamicTree", "End", "Generation", "GenerationOutput", "Grammar", "Greedy", "JsonSchema", "KVBatch",
+    "LanguageModel", "Masked", "MinP", "Mirostat", "ModelDraft", "MultiDraft", "NGramDraft", "Predicate", "Regex",
+    "RowStreams", "Rows", "SIR", "SIRGeneration", "SMC", "SMCGeneration", "Sample", "SamplerChain", "Selection",
+    "SequenceSampler", "Speculative", "Stats", "Temperature", "TokenConstraint", "TokenSampler", "TopH", "TopK",
+    "TopP", "Typical", "Usage", "Vocabulary", "alpha_star", "generate", "early_exit", "hf", "load", "select",
+    "vocab_trim",
 ]
