@@ -43,6 +43,7 @@ SUITES: dict[str, str] = {
     "awrs": "decoding.benchmarks.awrs",
     "smc": "decoding.benchmarks.smc",
     "speculative": "decoding.benchmarks.speculative",
+    "constrained-speculative": "decoding.benchmarks.constrained_speculative",
     "sir": "decoding.benchmarks.sir",
     "batching": "decoding.benchmarks.batching",
 }
