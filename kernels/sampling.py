@@ -117,7 +117,7 @@ def _bucket_cutoff(scores: torch.Tensor, probs: torch.Tensor, mass: float, log: 
     boundary = torch.minimum((through < mass).sum(-1, keepdim=True), last_nonempty)  # [R, 1]
     above = through.gather(-1, boundary) - bin_mass.gather(-1, boundary)  # mass in the bins before it
     inside = (bins == boundary) & finite
-    width = int(inside.sum(-1).max())
+    width = max(int(inside.sum(-1).max()), 1)  # rows with no finite score (a draft proposing nothing): one -inf
     cand, idx = torch.where(inside, scores, NEG_INF).topk(width, dim=-1)
     p = torch.where(torch.isfinite(cand), _float64(probs.gather(-1, idx), log), 0.0)
     before = above + p.cumsum(-1) - p

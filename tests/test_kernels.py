@@ -191,6 +191,18 @@ def test_mass_cutoff_ties_across_the_window():
         check_cutoff(scores, probs, mass)
 
 
+def test_mass_cutoff_of_rows_with_no_finite_score():
+    """A row of -inf only (a draft that proposes nothing, speculative decoding's n-gram draft) gets -inf: the
+    bucket path found no candidate in it and failed on an empty index."""
+    scores = torch.full((2, 300), float("-inf"))
+    scores[0, :4] = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    probs = torch.softmax(scores, -1).nan_to_num(0.0)
+    for rows in (scores, scores[1:]):
+        threshold = mass_cutoff(rows, probs[-len(rows):], 0.9)
+        assert threshold[-1].item() == float("-inf")
+    assert (scores[0] >= mass_cutoff(scores, probs, 0.9)[0]).sum() == 3  # 0.64 + 0.24 + 0.09 reach 0.9
+
+
 @settings(max_examples=150, deadline=None, derandomize=True)
 @given(
     data=st.lists(st.tuples(st.integers(-3, 3), st.integers(0, 8)), min_size=1, max_size=40),
