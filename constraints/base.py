@@ -8,6 +8,10 @@ happens on a :class:`TokenConstraint`, the constraint bound to a model's vocabul
 - ``can_finish(state)``: some continuation reaches an accepting state;
 - ``mask(state) -> bool[V]``: the tokens ``advance`` would not kill, EOS ids iff accepting (pure, memoised).
 
+States are values: ``advance`` returns a new state and leaves its argument as it was, so a sampler may keep old
+states and branch from them (SMC's copies, a speculative draft tree, rolled back by dropping branches). A
+constraint that cannot promise this sets ``states_are_values = False`` and is refused where it matters.
+
 Batched forms (``advance_batch``, ``mask_batch``) have slow but correct defaults here; automata override them
 with vectorised kernels. AWRS only calls ``advance`` on drawn tokens; ``Masked`` uses ``mask``.
 
@@ -33,6 +37,9 @@ class Constraint:
 
     #: False when ``mask`` is not available (a predicate would be called once per vocabulary entry).
     has_mask: bool = True
+    #: False when ``advance`` changes its state in place: the state then cannot be kept while other branches are
+    #: tried (SMC copies, speculative draft trees), so samplers that need that refuse the constraint.
+    states_are_values: bool = True
 
     def bind(self, vocabulary, device: torch.device | str = "cpu") -> "TokenConstraint":
         raise NotImplementedError
@@ -44,6 +51,7 @@ class TokenConstraint:
     vocabulary = None
     device: torch.device | str = "cpu"
     has_mask: bool = True  # see Constraint.has_mask
+    states_are_values: bool = True  # see Constraint.states_are_values
 
     def start(self) -> State:
         raise NotImplementedError

@@ -219,3 +219,7 @@ def test_what_cannot_follow_a_tree_is_refused_by_name(draft):
         dc.ConstraintDraft("ngram")
     with pytest.raises(ValueError, match="max_choices"):
         dc.ConstraintDraft(max_choices=0)
+    in_place = NoRepeat()
+    in_place.states_are_values = False
+    with pytest.raises(ValueError, match="NoRepeat.*in place"):
+        dc.Speculative(draft, sampler=dc.Masked(in_place))

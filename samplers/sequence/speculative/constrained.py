@@ -61,6 +61,10 @@ def tree_law(sampler: TokenSampler) -> tuple[SamplerChain, Masked | None]:
     if not last.has_mask:
         raise ValueError(f"sampler: {last!r} has no token mask (a Predicate is checked token by token), but a "
                          "speculative verifier needs the allowed set at every node; use a Regex, JsonSchema or Grammar")
+    if not last.constraint.states_are_values:
+        raise ValueError(f"sampler: the constraint {last.constraint!r} changes its states in place "
+                         "(states_are_values=False), so its state cannot follow the branches of a draft tree and be "
+                         "rolled back; decode it without speculation (dc.Masked alone)")
     head = stateless_law(SamplerChain(stages[:-1]), "sampler", WHY) if len(stages) > 1 else None
     return SamplerChain((*(head.stages if head else ()), last)), last
 
