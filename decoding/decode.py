@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from decoding.kernels.random import RowStreams
-from decoding.model import LanguageModel, Usage
+from decoding.model import KVBatch, LanguageModel, Usage
 from decoding.samplers.base import TokenSampler
 
 
@@ -46,7 +46,12 @@ REASONS = {End.RUNNING: "running", End.EOS: "eos", End.STOP: "stop", End.LENGTH:
 
 @dataclass
 class DecodeTask:
-    """What to decode: token-id prompts, limits and randomness."""
+    """What to decode: token-id prompts, limits and randomness.
+
+    ``max_batch_rows`` bounds the rows of the model's batch (None: every row at once); a part of a bigger call
+    (``subtask``) keeps each prompt's number in the call in ``row_ids``, which keys its random streams and the row
+    ``on_token`` reports, so a prompt decodes the same whichever part it is in.
+    """
 
     prompts: list[list[int]]
     max_new_tokens: int
@@ -54,6 +59,51 @@ class DecodeTask:
     stop: tuple[str, ...] = ()
     on_token: Callable[[int, int], None] | None = None  # (row, token id), called as tokens are produced
     usage: Usage = field(default_factory=Usage)  # this task's model work: every forward it runs adds to it
+    max_batch_rows: int | None = None  # rows of the model's batch at once; None: all of them
+    row_ids: Sequence[int] | None = None  # each prompt's number in the whole call; None: 0, 1, ...
+
+    def __post_init__(self):
+        check_max_batch_rows(self.max_batch_rows)
+
+    def row_id(self, i: int) -> int:
+        """Prompt ``i``'s number in the whole call."""
+        return i if self.row_ids is None else int(self.row_ids[i])
+
+    def streams(self, group: int = 1, tag: int = 0) -> RowStreams:
+        """The random streams of the task's rows, ``group`` consecutive rows per prompt (SMC's particles, SIR's
+        proposals): row j of prompt i draws from stream (seed, row_id(i) * group + j), or (seed[i], j) with one
+        seed per prompt (``RowStreams.grouped``). A nonzero ``tag`` keys a second family apart (``RowStreams.tagged``:
+        SMC's and SIR's resampling draws, one stream per prompt)."""
+        if not isinstance(self.seed, (int, np.integer)) or self.row_ids is None:
+            streams = RowStreams.grouped(self.seed, len(self.prompts), group)
+        else:
+            ids = np.asarray(self.row_ids, dtype=np.int64)
+            rows = (ids[:, None] * group + np.arange(group)).reshape(-1)
+            streams = RowStreams.from_seed(int(self.seed), int(rows.max()) + 1 if len(rows) else 0).select(rows)
+        return RowStreams(streams.keys ^ np.uint64(tag)) if tag else streams
+
+    def subtask(self, indices: Sequence[int]) -> "DecodeTask":
+        """The task of the prompts ``indices`` (ascending), with their numbers in the call, seeds and callback;
+        its forwards count in this task's ``usage``."""
+        seed = self.seed if isinstance(self.seed, (int, np.integer)) else [self.seed[i] for i in indices]
+        return DecodeTask([self.prompts[i] for i in indices], self.max_new_tokens, seed, self.stop, self.on_token,
+                          self.usage, self.max_batch_rows, [self.row_id(i) for i in indices])
+
+
+def check_max_batch_rows(max_batch_rows, group: int = 1) -> int | None:
+    """``max_batch_rows`` as None or an int >= ``group`` (the rows one prompt decodes in one batch), else a
+    TypeError or a ValueError naming it and the group size."""
+    if max_batch_rows is None:
+        return None
+    if isinstance(max_batch_rows, bool) or not isinstance(max_batch_rows, (int, np.integer)):
+        raise TypeError(f"max_batch_rows: expected an int number of rows (or None: derived from free memory), got "
+                        f"{max_batch_rows!r} ({type(max_batch_rows).__name__})")
+    if max_batch_rows < max(group, 1):
+        what = "rows" if group <= 1 else (f"rows, and one prompt's group is {group} rows (SMC's particles, SIR's "
+                                          "proposals), which decode in one batch")
+        raise ValueError(f"max_batch_rows={max_batch_rows} is too small: it needs at least {max(group, 1)} {what}; "
+                         f"pass max_batch_rows >= {max(group, 1)}, or None to derive it from free memory")
+    return int(max_batch_rows)
 
 
 @dataclass
@@ -109,18 +159,36 @@ class Stats:
 
 
 class SequenceSampler:
-    """Base of samplers that own the whole decode (ancestral, SMC, SIR, speculative)."""
+    """Base of samplers that own the whole decode (ancestral, SMC, SIR, speculative).
+
+    What a sampler declares for the row budget (``dc.generate(..., max_batch_rows=)``): ``rows_per_prompt``, the
+    rows one prompt holds in the batch at once (they are never split across batches); ``positions_per_row``, the
+    next-token distributions ([V] log-probs) one row holds at once (a speculative tree's nodes); and
+    ``schedules_rows``, True when ``run`` itself keeps at most ``task.max_batch_rows`` rows in the batch and admits
+    new prompts as rows finish (continuous batching). ``dc.generate`` runs the other samplers in waves of whole
+    prompts (``decoding.scheduling``).
+    """
+
+    schedules_rows: bool = False
+
+    def rows_per_prompt(self) -> int:
+        return 1
+
+    def positions_per_row(self) -> int:
+        return 1
 
     def run(self, lm: LanguageModel, task: DecodeTask) -> list[Generation]:
         raise NotImplementedError
 
 
 class Ancestral(SequenceSampler):
-    """Plain left-to-right decoding: one token per step from a token sampler.
+    """Plain left-to-right decoding: one token per step from a token sampler, new prompts admitted as rows end.
 
     Example:
         >>> dc.generate(lm, "Hi", sampler=Ancestral(dc.TopP(0.9)))   # doctest: +SKIP
     """
+
+    schedules_rows = True
 
     def __init__(self, token_sampler: TokenSampler):
         if not isinstance(token_sampler, TokenSampler):
@@ -138,29 +206,46 @@ class Ancestral(SequenceSampler):
 
 
 class Decoder:
-    """B sequences being decoded together, one token per step. See the module docstring.
+    """The rows of a task decoded together, one token per step, at most ``task.max_batch_rows`` at once.
+
+    Rows are admitted in order, ``group`` consecutive rows (one prompt's SMC particles or SIR proposals) at a time,
+    as others end (continuous batching): the new prompts are prefilled in one forward and appended to the model's
+    cache (``KVBatch.extend``) and to the sampler's state. Each row draws from its own stream (``rng``: every row's
+    streams, default ``task.streams()``), so a row's tokens do not depend on which rows share its batch.
 
     Attributes:
         rows: the per-row record (:class:`Rows`): tokens, sums, end reasons, streams, live rows.
         batch: the model's cache over the live rows; ``state``: the token sampler's state of the live rows.
+        group: rows admitted together; ``budget``: the most live rows at once.
     """
 
-    def __init__(self, lm: LanguageModel, task: DecodeTask, sampler: TokenSampler, rng: RowStreams | None = None):
-        sampler = sampler.bind(lm)
-        self.lm, self.task, self.sampler = lm, task, sampler
-        self.batch = lm.start(task.prompts, usage=task.usage)
-        device = self.batch.logprobs.device
-        self.rows = Rows(lm, task, max(task.max_new_tokens, 1), device, rng)
-        self.state = sampler.init_state(len(task.prompts), device)
-        if task.max_new_tokens == 0:
+    def __init__(self, lm: LanguageModel, task: DecodeTask, sampler: TokenSampler, rng: RowStreams | None = None,
+                 group: int = 1):
+        n = len(task.prompts)
+        budget = check_max_batch_rows(task.max_batch_rows, group)  # before any model work
+        if n % group:
+            raise ValueError(f"group: {n} rows are not whole groups of {group}")
+        self.lm, self.task, self.sampler, self.group = lm, task, sampler.bind(lm), group
+        self.budget = n if budget is None else budget
+        if task.max_new_tokens == 0:  # nothing to decode: no model work
+            self.batch = None
+            self.rows = Rows(lm, task, 1, lm.device, rng)
             self.rows.retire(torch.full_like(self.rows.live, int(End.LENGTH)))
+            return
+        first = self._fitting(0, 0)
+        self.batch = self._prefill(0, first)
+        self.rows = Rows(lm, task, task.max_new_tokens, self.batch.logprobs.device, rng, admitted=0)
+        self.rows.admit(first)
+        self.state = self.sampler.init_state(first, self.batch.logprobs.device)
 
     @property
     def done(self) -> bool:
         return self.rows.done
 
     def step(self) -> None:
-        """Advance every live row by one token and retire the rows that ended."""
+        """Admit waiting rows where the budget has room, advance every live row by one token and retire the rows
+        that ended."""
+        self.admit()
         rows, logprobs = self.rows, self.batch.logprobs
         out = self.sampler.sample(logprobs, self.state, rows.rng)
         self.state = out.state
@@ -172,13 +257,40 @@ class Decoder:
         model_lp = logprobs.gather(-1, out.tokens[:, None]).double()
         _, reason = rows.emit(out.tokens[:, None], alive.long(), model_lp)
         self._retire(torch.where(alive, reason, End.DEAD_END))
-        if not self.done:
+        if len(rows.live):
             self.batch.step(rows.last_tokens())
+
+    def admit(self) -> None:
+        """Admit waiting rows, whole groups, if the budget has room for enough of them (``step`` does it first);
+        prefilled in one forward (a group's prompt once) and appended to the cache and the sampler's state."""
+        count = self._fitting(self.rows.admitted, len(self.rows.live))
+        if count == 0:
+            return
+        start = self.rows.admitted
+        self.batch.extend(self._prefill(start, count))
+        self.state = _join_states(self.state, self.sampler.init_state(count, self.batch.logprobs.device))
+        self.rows.admit(count)
+
+    def _fitting(self, admitted: int, live: int) -> int:
+        """How many waiting rows to admit, ``admitted`` rows in and ``live`` of them live: whole groups, as many as
+        the budget holds, once they make up an eighth of the budget or all the waiting rows (fewer prefills)."""
+        waiting = len(self.task.prompts) - admitted
+        room = min(waiting, self.budget - live) // self.group * self.group
+        return room if room >= min(waiting, max(self.group, self.budget // 8)) else 0
+
+    def _prefill(self, start: int, count: int) -> KVBatch:
+        """Prefill rows start .. start + count - 1; a group's rows share a prompt: it is prefilled once."""
+        prompts = self.task.prompts[start : start + count : self.group]
+        batch = self.lm.start(prompts, usage=self.task.usage)
+        if self.group > 1:
+            batch.reorder(torch.arange(len(prompts)).repeat_interleave(self.group))
+        return batch
 
     def _retire(self, reason: torch.Tensor) -> None:
         live = self.rows.retire(reason)
-        if live is not None and not self.done:
+        if live is not None:
             self.batch.reorder(live)
+            self.batch.trim()  # the cache no longer than its longest live row
             self.state = self.sampler.select_state(self.state, live)
 
     def resample(self, ancestors: torch.Tensor) -> None:
@@ -187,16 +299,36 @@ class Decoder:
         counters stay with the row that did the work.
 
         Args:
-            ancestors: [n] int64, one ancestor per row (original row numbering; ended rows may be ancestors).
+            ancestors: [n] int64, one ancestor per row (original row numbering; ended rows may be ancestors, rows
+                not admitted yet must be their own).
         """
         source = self.rows.resample(ancestors)
-        if source is not None:
-            self.batch.reorder(source)
-            self.state = self.sampler.select_state(self.state, source)
+        self.batch.reorder(source)
+        self.state = self.sampler.select_state(self.state, source)
 
     def results(self) -> list[Generation]:
         """One Generation per prompt, in prompt order."""
         return self.rows.results()
+
+
+def _join_states(a, b):
+    """The sampler state of rows ``a`` then rows ``b`` (the structures ``select_rows`` picks from)."""
+    if a is None or b is None:
+        if a is not b:
+            raise TypeError("cannot join a sampler state with None")
+        return None
+    if isinstance(a, torch.Tensor):
+        return torch.cat([a, b.to(a.device)])
+    if isinstance(a, np.ndarray):
+        return np.concatenate([a, b])
+    if isinstance(a, tuple):
+        return tuple(_join_states(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return {k: _join_states(a[k], b[k]) for k in a}
+    if isinstance(a, list):
+        return a + list(b)
+    raise TypeError(f"cannot join sampler states of type {type(a).__name__}: admitting rows needs tensors, arrays, "
+                    "lists, tuples or dicts of them")
 
 
 class Rows:
@@ -206,16 +338,19 @@ class Rows:
     and only here (:meth:`emit`, :meth:`retire`).
 
     Per-row tensors are indexed by the original row; ``live`` maps each live slot (the batch order of the model's
-    cache and the sampler's state) to its row, and ``rng`` holds the live rows' streams in slot order.
+    cache and the sampler's state) to its row, and ``rng`` holds the live rows' streams in slot order. Rows start
+    live, or (``admitted=0``) wait until :meth:`admit` lets them in, in row order; ``done`` once every row is
+    admitted and none is live.
     """
 
     def __init__(self, lm: LanguageModel, task: DecodeTask, width: int, device: torch.device,
-                 streams: RowStreams | None = None):
+                 streams: RowStreams | None = None, admitted: int | None = None):
         n = len(task.prompts)
         self.lm, self.task = lm, task
-        self.streams = streams if streams is not None else RowStreams.from_seed(task.seed, n)  # every row's
-        self.rng = self.streams.select(np.arange(n))  # the live rows' (their counters move on as they draw)
-        self.live = torch.arange(n, device=device)  # original row of each live slot
+        self.streams = streams if streams is not None else task.streams()  # every row's
+        self.admitted = n if admitted is None else admitted  # rows 0 .. admitted - 1 are (or were) live
+        self.live = torch.arange(self.admitted, device=device)  # original row of each live slot
+        self.rng = self.streams.select(np.arange(self.admitted))  # the live rows' (counters move on as they draw)
         self.tokens = torch.zeros((n, width), dtype=torch.long, device=device)
         self.n_tokens = torch.zeros(n, dtype=torch.long, device=device)
         self.logprob = torch.zeros(n, dtype=torch.float64, device=device)
@@ -225,6 +360,17 @@ class Rows:
         self.counters: dict[str, torch.Tensor] = {}  # per row, float64 on the device
         self._eos = torch.tensor(lm.eos_token_ids, device=device)
         self._stop = _StopMatcher(task.stop, lm, n) if task.stop else None
+        self.done = False
+
+    def admit(self, count: int) -> None:
+        """Let the next ``count`` waiting rows in: they become the last live slots."""
+        if count <= 0 or self.admitted + count > len(self.reason):
+            raise ValueError(f"count: {count} rows to admit, {len(self.reason) - self.admitted} waiting")
+        self._save_streams()
+        new = torch.arange(self.admitted, self.admitted + count, device=self.live.device)
+        self.admitted += count
+        self.live = torch.cat([self.live, new])
+        self.rng = self.streams.select(self.live.cpu())
         self.done = False
 
     def add(self, total: torch.Tensor, value: torch.Tensor) -> None:
@@ -272,7 +418,7 @@ class Rows:
         for i, (r, row_tokens) in enumerate(zip(self.live.tolist(), tokens.tolist())):  # host text
             for j, t in enumerate(row_tokens[: count_h[i]]):
                 if self.task.on_token is not None:
-                    self.task.on_token(r, t)
+                    self.task.on_token(self.task.row_id(r), t)
                 if self._stop is not None and t not in eos and self._stop.feed(r, t):
                     count_h[i], reason_h[i] = j + 1, End.STOP
                     break
@@ -288,9 +434,8 @@ class Rows:
         self._save_streams()
         live = (~ended).nonzero()[:, 0]
         self.live = self.live[live]
-        self.done = live.numel() == 0
-        if not self.done:
-            self.rng = self.rng.select(live.cpu())
+        self.done = live.numel() == 0 and self.admitted == len(self.reason)
+        self.rng = self.rng.select(live.cpu())
         return live
 
     def _save_streams(self) -> None:
@@ -298,9 +443,9 @@ class Rows:
         self.streams.counters = self.streams.counters.copy()
         self.streams.counters[self.live.cpu().numpy()] = self.rng.counters
 
-    def resample(self, ancestors: torch.Tensor) -> torch.Tensor | None:
+    def resample(self, ancestors: torch.Tensor) -> torch.Tensor:
         """Row i becomes a copy of row ``ancestors[i]`` (see :meth:`Decoder.resample`). Returns, for each new live
-        slot, the old slot it copies (for the caller's cache and states), or None when no row is live."""
+        slot, the old slot it copies (for the caller's cache and states; empty when no row is live)."""
         anc = ancestors.to(self.reason.device)
         slot = torch.full_like(self.reason, -1)
         slot[self.live] = torch.arange(len(self.live), device=slot.device)  # live slot of each row
@@ -309,10 +454,8 @@ class Rows:
         if self._stop is not None:
             self._stop.tails = [self._stop.tails[a] for a in anc.tolist()]  # host text, only with stop strings
         self._save_streams()
-        live = (self.reason == 0).nonzero()[:, 0]
-        self.done = live.numel() == 0
-        if self.done:
-            return None
+        live = (self.reason[: self.admitted] == 0).nonzero()[:, 0]
+        self.done = live.numel() == 0 and self.admitted == len(self.reason)
         self.live = live
         self.rng = self.streams.select(live.cpu())
         return slot[anc[live]]
@@ -337,11 +480,12 @@ class Rows:
 
 
 def replicated(lm: LanguageModel, task: DecodeTask, sampler: TokenSampler, n: int) -> Decoder:
-    """A Decoder over every prompt of ``task`` repeated ``n`` times (SMC's particles, SIR's proposals): prompt i's
-    rows draw from stream group i (``RowStreams.grouped``), and nothing is streamed to ``task.on_token``."""
+    """A Decoder over every prompt of ``task`` repeated ``n`` times (SMC's particles, SIR's proposals), admitted a
+    prompt's n rows at a time under ``task.max_batch_rows``: prompt i's rows draw from stream group i
+    (``DecodeTask.streams``), and nothing is streamed to ``task.on_token``."""
     prompts = [p for p in task.prompts for _ in range(n)]
-    inner = DecodeTask(prompts, task.max_new_tokens, 0, task.stop, None, task.usage)
-    return Decoder(lm, inner, sampler, rng=RowStreams.grouped(task.seed, len(task.prompts), n))
+    inner = DecodeTask(prompts, task.max_new_tokens, 0, task.stop, None, task.usage, task.max_batch_rows)
+    return Decoder(lm, inner, sampler, rng=task.streams(n), group=n)
 
 
 class _StopMatcher:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 
+from decoding import scheduling
 from decoding.decode import Ancestral, DecodeTask, Generation, SequenceSampler, Stats, sum_counters
 from decoding.model import LanguageModel
 from decoding.samplers.base import Categorical, TokenSampler
@@ -39,6 +40,7 @@ def generate(
     seed: int | Sequence[int] = 0,
     stop: str | Sequence[str] | None = None,
     on_token: Callable[[int, int], None] | None = None,
+    max_batch_rows: int | None = None,
 ) -> GenerationOutput:
     """Decode ``prompts`` with ``sampler`` and return one :class:`Generation` per prompt.
 
@@ -50,7 +52,13 @@ def generate(
         max_new_tokens: >= 0 generated tokens at most per prompt.
         seed: an int (row i draws from the stream (seed, i)) or one seed per prompt.
         stop: strings that end a sequence; the text is cut before the first one.
-        on_token: called as ``on_token(row, token_id)`` for each token as it is produced (streaming).
+        on_token: called as ``on_token(row, token_id)`` for each token as it is produced (streaming); ``row`` is
+            the prompt's index in ``prompts``.
+        max_batch_rows: the most rows decoded at once (a row: a prompt, or one of SMC's particles or SIR's
+            proposals; a prompt's rows always share a batch, so at least that many). New prompts join as rows end;
+            memory stays bounded at any number of prompts and the outputs are those of one big batch (each row
+            draws from its own random stream). None: derived from the device's free memory and the memory per row
+            (``decoding.scheduling``).
 
     Example:
         >>> import decoding as dc
@@ -70,9 +78,11 @@ def generate(
         seed = list(seed)
         if len(seed) != len(texts):
             raise ValueError(f"seed: got {len(seed)} seeds for {len(texts)} prompts; pass one int or one per prompt")
-    task = DecodeTask([lm.encode(t) for t in texts], max_new_tokens, seed, stops, on_token)
+    prompts = [lm.encode(t) for t in texts]
+    budget = scheduling.max_rows(lm, runner, prompts, max_new_tokens, max_batch_rows)
+    task = DecodeTask(prompts, max_new_tokens, seed, stops, on_token, max_batch_rows=budget)
     start = time.perf_counter()
-    sequences = runner.run(lm, task)
+    sequences = scheduling.run(runner, lm, task)
     stats = Stats(
         forwards=task.usage.forwards,  # this call's work alone, whatever else runs on the model meanwhile
         tokens=task.usage.tokens,

@@ -482,6 +482,59 @@ class KVBatch:
         if self.logprobs is not None:
             self.logprobs = self.logprobs.index_select(0, idx.to(self.logprobs.device))
 
+    def extend(self, other: "KVBatch") -> None:
+        """Append the rows of ``other``, a batch of the same model (new prompts prefilled by ``lm.start``), after
+        this batch's rows: continuous batching. ``other`` is consumed; neither batch may have a pending tree.
+
+        Both caches first drop their leading positions that are padding in every row, then the shorter one is
+        left-padded to the other's length, so every row stays left-padded and its positions, read off the
+        attention mask, do not change: a row decodes exactly as it would alone. Trimming at each admission keeps
+        the cache no longer than its longest live row, however many prompts pass through the batch.
+
+        Example:
+            >>> batch = lm.start([lm.encode("Hello")])                    # doctest: +SKIP
+            >>> batch.extend(lm.start([lm.encode("The capital of France is")], usage=batch.usage))  # doctest: +SKIP
+            >>> batch.batch_size                                           # doctest: +SKIP
+            2
+        """
+        if self.tree_pending or other.tree_pending:
+            raise ValueError("extend: a draft tree is pending; end it with commit() first")
+        if other.lm is not self.lm:
+            raise ValueError("extend: other is a batch of another model; rows of one batch share one model")
+        if self.batch_size == 0:  # every row left: the new rows are the batch
+            self.cache, self.attention_mask, self.logprobs = other.cache, other.attention_mask, other.logprobs
+            self.committed, self._holes = other.committed, other._holes
+            return
+        self.trim()
+        other.trim()
+        width = max(self.length, other.length)
+
+        def left_padded(kv: torch.Tensor) -> torch.Tensor:  # kv: [B, H, L, D] -> [B, H, width, D]
+            pad = kv.new_zeros((kv.shape[0], kv.shape[1], width - kv.shape[2], kv.shape[3]))
+            return torch.cat([pad, kv], dim=2)
+
+        for mine, theirs in zip(self.cache.layers, other.cache.layers):
+            if getattr(mine, "keys", None) is not None and mine.keys.numel():
+                mine.keys = torch.cat([left_padded(mine.keys), left_padded(theirs.keys).to(mine.keys.device)])
+                mine.values = torch.cat([left_padded(mine.values), left_padded(theirs.values).to(mine.values.device)])
+        masks = [m.new_zeros((m.shape[0], width - m.shape[1])) for m in (self.attention_mask, other.attention_mask)]
+        self.attention_mask = torch.cat([torch.cat([masks[0], self.attention_mask], 1),
+                                         torch.cat([masks[1], other.attention_mask.to(masks[0].device)], 1)])
+        self.committed = width
+        self._holes = self._holes or other._holes
+        self.logprobs = torch.cat([self.logprobs, other.logprobs.to(self.logprobs.device)])
+
+    def trim(self) -> None:
+        """Drop the leading cache positions that are padding in every row, as rows leave and join: the cache stays
+        as long as its longest row. Positions follow the mask, so no row sees a change; ``length`` shrinks."""
+        if self.tree_pending:
+            raise ValueError("trim: a draft tree is pending; end it with commit() first")
+        first = int(self.attention_mask.any(0).long().argmax()) if self.batch_size else 0
+        if first:
+            _edit_layers(self.cache, lambda kv: kv[:, :, first:])
+            self.attention_mask = self.attention_mask[:, first:]
+            self.committed -= first
+
     def crop(self, length: int) -> None:
         """Forget every cached position at or after ``length`` (padded positions). ``logprobs`` become stale
         until the next ``step``: re-feed the last kept token's successor, as speculative decoding does."""

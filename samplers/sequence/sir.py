@@ -5,8 +5,10 @@ A. F. M. Smith and A. E. Gelfand, "Bayesian statistics without tears: a sampling
 American Statistician (1992). Without replacement, the k draws are the top k of log w + Gumbel noise
 (W. Kool, H. van Hoof, M. Welling, "Stochastic beams and where to find them", ICML 2019).
 
-For each prompt, one batched run of the proposal sampler draws x_1 .. x_n ~ q, where q(x) = prod_t q_t(x_t) is
-the exact law the sampler drew each token from (its truncation and temperature included; ``Decoder.logq``).
+For each prompt, one batched run of the proposal sampler draws x_1 .. x_n ~ q (a prompt's n proposals are always
+in one batch; under ``max_batch_rows`` prompts join the batch n rows at a time as others end), where
+q(x) = prod_t q_t(x_t) is the exact law the sampler drew each token from (its truncation and temperature included;
+``Decoder.logq``).
 The target p is, up to a constant:
 
 - ``None``: the unmodified model, p(x) = prod_t p_t(x_t) (the run's ``logprob``; no extra forward);
@@ -98,6 +100,11 @@ class SIR(SequenceSampler):
         self.target, self._target_law = target, _check_target(target)
         self.replace, self.resampling = replace, check_scheme(resampling)
 
+    schedules_rows = True  # replicated() admits a prompt's proposals together under task.max_batch_rows
+
+    def rows_per_prompt(self) -> int:
+        return self.n
+
     def run(self, lm: LanguageModel, task: DecodeTask) -> list[SIRGeneration]:
         score = _scorer(self.target, self._target_law, lm, task.usage)  # binds and checks the target before any model work
         b, n = len(task.prompts), self.n
@@ -110,7 +117,7 @@ class SIR(SequenceSampler):
         log_w = log_p - decoder.rows.logq.cpu()
         dead = torch.isneginf(decoder.rows.log_weight.cpu()) | torch.isnan(log_w)  # died on the way: weight 0
         log_w = torch.where(dead, -math.inf, log_w).view(b, n)
-        groups = RowStreams.tagged(task.seed, b, _RESAMPLING_STREAM)
+        groups = task.streams(tag=_RESAMPLING_STREAM)
         return self._results(samples, log_w, self._draw(log_w, groups))
 
     def _draw(self, log_w: torch.Tensor, groups: RowStreams) -> torch.Tensor:

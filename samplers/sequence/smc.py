@@ -9,20 +9,21 @@ A token sampler that reports log importance weights (``dc.AWRS``: an unbiased es
 targets the global constrained distribution p(x | x satisfies c) rather than the myopic product of local
 renormalisations that locally constrained decoding (one particle) samples.
 
-Each step every live particle takes one token-sampler step (the N particles of every prompt are ONE batch of the
-LanguageModel). Then, per prompt, ESS = 1 / sum(w~^2) over its N particles (finished ones included, with the
-weights they finished with); if ESS < ess_threshold * N the prompt's particles are resampled (ancestor indices from
-``kernels.resampling``; the KV cache, sampler state, tokens and weights follow the ancestors; each particle keeps
-its own random stream so copies diverge) and every weight is set to the average, logsumexp(log w) - log N.
-With that reset, the log marginal-likelihood estimate is logsumexp(final log w) - log N, unbiased for
+Each step every live particle takes one token-sampler step (the N particles of a prompt are always in one batch of
+the LanguageModel; under ``max_batch_rows`` prompts join the batch N rows at a time as others end). Then, per
+prompt, ESS = 1 / sum(w~^2) over its N particles (finished ones included, with the weights they finished with); if
+ESS < ess_threshold * N the prompt's particles are resampled (ancestor indices from ``kernels.resampling``; the KV
+cache, sampler state, tokens and weights follow the ancestors; each particle keeps its own random stream so copies
+diverge) and every weight is set to the average, logsumexp(log w) - log N. With that reset, the log
+marginal-likelihood estimate is logsumexp(final log w) - log N, unbiased for
 Z = sum over accepted sequences of p(x) (on the exponential scale).
 
 ``out[i]`` is a posterior draw: one particle chosen with probability proportional to its final weight, with
 ``log_weight`` = the log marginal-likelihood estimate (so the draw is properly weighted for the unnormalised target,
-e.g. for SIR over SMC runs). ``out[i].particles``, ``.weights`` (normalised), ``.ess`` (per step, before any
-resampling), ``.resampled`` (steps that resampled) and ``.log_marginal_likelihood`` give the weighted set;
-``out[i].counters`` sums the work of all N particles. A prompt whose particles all die ends with
-``finished=False``, a reason, and -inf weights; the other prompts finish.
+e.g. for SIR over SMC runs). ``out[i].particles``, ``.weights`` (normalised), ``.ess`` (after each of the prompt's
+steps, before any resampling), ``.resampled`` (its steps that resampled, 1-based) and ``.log_marginal_likelihood``
+give the weighted set; ``out[i].counters`` sums the work of all N particles. A prompt whose particles all die ends
+with ``finished=False``, a reason, and -inf weights; the other prompts finish.
 
 Example:
     >>> smc = dc.SMC(dc.AWRS(dc.Regex(r"[0-9]{3}-[0-9]{4}")), particles=8)
@@ -82,24 +83,33 @@ class SMC(SequenceSampler):
         self.token_sampler, self.particles = token_sampler, particles
         self.ess_threshold, self.resampling = float(ess_threshold), check_scheme(resampling)
 
+    schedules_rows = True  # replicated() admits a prompt's particles together under task.max_batch_rows
+
+    def rows_per_prompt(self) -> int:
+        return self.particles
+
     def run(self, lm: LanguageModel, task: DecodeTask) -> list[SMCGeneration]:
         b, n = len(task.prompts), self.particles
         decoder = replicated(lm, task, self.token_sampler, n)
-        groups = RowStreams.tagged(task.seed, b, _RESAMPLING_STREAM)
-        history: list[torch.Tensor] = []
+        groups = task.streams(tag=_RESAMPLING_STREAM)
+        history: list[tuple[torch.Tensor, torch.Tensor]] = []  # per step: the prompts that took it, their ESS
         resampled: list[list[int]] = [[] for _ in range(b)]
+        steps = torch.zeros(b, dtype=torch.long)  # each prompt's own steps (from its admission to the batch)
         while not decoder.done:
+            decoder.admit()
+            ran = torch.unique(decoder.rows.live // n)  # the prompts taking this step
             decoder.step()
-            log_w = decoder.rows.log_weight.view(b, n)
+            log_w = decoder.rows.log_weight.view(b, n)[ran]
             sizes = ess(log_w)
-            history.append(sizes)
-            running = (decoder.rows.reason.view(b, n) == 0).any(-1)
+            history.append((ran, sizes))
+            steps[ran.cpu()] += 1
+            running = (decoder.rows.reason.view(b, n)[ran] == 0).any(-1)
             need = running & (sizes < self.ess_threshold * n) & torch.isfinite(log_w).any(-1)
             if bool(need.any()):
-                picked = need.nonzero()[:, 0]
+                picked = ran[need]
                 self._resample(decoder, picked, groups)
                 for g in picked.tolist():
-                    resampled[g].append(len(history))
+                    resampled[g].append(int(steps[g]))
         return self._results(decoder.results(), decoder.rows.log_weight.view(b, n), history, resampled, groups)
 
     def _resample(self, decoder: Decoder, picked: torch.Tensor, groups: RowStreams) -> None:
@@ -112,8 +122,9 @@ class SMC(SequenceSampler):
         decoder.resample(ancestors.view(-1))
         decoder.rows.log_weight.view(b, n)[picked] = mean.expand(-1, n)
 
-    def _results(self, particles: list[Generation], log_w: torch.Tensor, history: list[torch.Tensor],
-                 resampled: list[list[int]], groups: RowStreams) -> list[SMCGeneration]:
+    def _results(self, particles: list[Generation], log_w: torch.Tensor,
+                 history: list[tuple[torch.Tensor, torch.Tensor]], resampled: list[list[int]],
+                 groups: RowStreams) -> list[SMCGeneration]:
         n = self.particles
         log_ml, weights = normalised(log_w)
         log_ml = log_ml.tolist()
@@ -121,7 +132,7 @@ class SMC(SequenceSampler):
         u = groups.uniform(1, device=log_w.device)
         pick = resample(torch.where(alive[:, None], log_w, 0.0), u, "multinomial")[:, 0]  # one draw by weight
         pick = torch.where(alive, pick, 0).tolist()
-        sizes = torch.stack(history, 1).tolist() if history else [[] for _ in range(len(log_ml))]
+        sizes = _per_prompt(history, len(log_ml))
         out = []
         for g, (chosen, ok) in enumerate(zip(pick, alive.tolist())):  # once per prompt, at the end
             own = particles[g * n : (g + 1) * n]
@@ -139,3 +150,12 @@ class SMC(SequenceSampler):
         return (f"SMC({self.token_sampler!r}, particles={self.particles}, ess_threshold={self.ess_threshold}, "
                 f"resampling={self.resampling!r})")
 
+
+def _per_prompt(history: list[tuple[torch.Tensor, torch.Tensor]], b: int) -> list[list[float]]:
+    """Each prompt's ESS after each of its steps, from the steps' (prompts that took it, their ESS)."""
+    if not history:
+        return [[] for _ in range(b)]
+    prompts = torch.cat([p for p, _ in history]).cpu()
+    values = torch.cat([v for _, v in history]).cpu()
+    order = torch.argsort(prompts, stable=True)  # by prompt, in step order within each
+    return [v.tolist() for v in values[order].split(torch.bincount(prompts, minlength=b).tolist())]
