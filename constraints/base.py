@@ -76,6 +76,11 @@ class TokenConstraint:
         or None when unknown (the default). Samplers may drop those tokens without checking them."""
         return None
 
+    def forced_bytes(self, state: State, limit: int = 32) -> bytes:
+        """The bytes every continuation of ``state`` starts with (at most ``limit``; empty where the next byte is
+        free or the text may end here): a key, a literal's rest. Drafters use it; the default knows nothing."""
+        return b""
+
     def narrow_batch(self, states: Sequence[State]) -> np.ndarray:
         """numpy bool ``[B]``: True where the constraint leaves a single possible next byte (a forced key or
         literal), so that ``mask`` is cheap and few tokens are allowed. The default knows nothing (all False)."""

@@ -179,6 +179,31 @@ class ByteParser:
             lex, pending = nxt, True
         return GrammarState(chart, lex, pending)
 
+    def next_bytes(self, state: GrammarState) -> np.ndarray:
+        """bool ``[256]``: the bytes :meth:`step` takes from ``state`` (a byte that extends the lexeme extends it,
+        greedily; any other must start the next lexeme after this one ends)."""
+        lexer = self.lexer
+        lexer.build_all([state.lex])
+        alive = lexer.table[state.lex] >= 0
+        if state.pending:
+            after = self.end_lexeme(state.chart, lexer.accepts[state.lex])
+            fresh = -1 if after is None else self.lexeme_start(after)
+            if fresh >= 0:
+                lexer.build_all([fresh])
+                alive = alive | (lexer.table[fresh] >= 0)
+        return alive
+
+    def forced_bytes(self, state: GrammarState, limit: int) -> bytes:
+        """The bytes every continuation of ``state`` starts with, up to ``limit``; stops where the text may end."""
+        out = bytearray()
+        while len(out) < limit and not self.accepts(state):
+            alive = np.flatnonzero(self.next_bytes(state))
+            if len(alive) != 1:
+                break
+            out.append(int(alive[0]))
+            state = self.step(state, bytes(out[-1:]))
+        return bytes(out)
+
     def accepts(self, state: GrammarState) -> bool:
         """Whether the text so far is a sentence (the pending lexeme, if any, ended)."""
         if not state.pending:
@@ -209,6 +234,7 @@ class TokenGrammar(TokenConstraint):
         self._terminal_index = {language: t for t, language in enumerate(parser.cfg.terminals)}
         self._paths: dict[tuple, tuple[np.ndarray, dict[int, np.ndarray]]] = {}
         self._masks: OrderedDict = OrderedDict()
+        self._forced: dict = {}
 
     def start(self) -> GrammarState:
         return self.parser.start()
@@ -262,6 +288,18 @@ class TokenGrammar(TokenConstraint):
                 else:
                     out[i] = self.advance(states[i], int(tokens[i]))
             todo = todo[again]
+
+    def forced_bytes(self, state, limit: int = 32) -> bytes:
+        """The bytes every continuation of ``state`` starts with (memoised per state)."""
+        if self.is_dead(state):
+            return b""
+        key = (state, limit)
+        forced = self._forced.get(key)
+        if forced is None:
+            forced = self._forced[key] = self.parser.forced_bytes(state, limit)
+            if len(self._forced) > 4096:
+                self._forced.pop(next(iter(self._forced)))
+        return forced
 
     def mask_batch(self, states) -> torch.Tensor:
         """[B, V]: one mask per distinct state, gathered by row."""

@@ -180,6 +180,20 @@ class TokenAutomaton(TokenConstraint):
             self._possible = torch.from_numpy(possible).to(self.device)
         return self._possible
 
+    def forced_bytes(self, state: int, limit: int = 32) -> bytes:
+        """The bytes every continuation of ``state`` starts with: the automaton's single live byte, repeatedly,
+        until a state that may end or branches."""
+        out = bytearray()
+        lexer = self.lexer
+        while len(out) < limit and state >= 0 and not lexer.accept_any[state]:
+            lexer.build_all([state])
+            alive = np.flatnonzero(lexer.table[state] >= 0)
+            if len(alive) != 1:
+                break
+            out.append(int(alive[0]))
+            state = int(lexer.table[state, alive[0]])
+        return bytes(out)
+
     def narrow_batch(self, states) -> np.ndarray:
         """True where the state is not accepting and exactly one byte may follow."""
         states, rows = self._rows(states)

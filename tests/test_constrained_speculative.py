@@ -223,3 +223,37 @@ def test_what_cannot_follow_a_tree_is_refused_by_name(draft):
     in_place.states_are_values = False
     with pytest.raises(ValueError, match="NoRepeat.*in place"):
         dc.Speculative(draft, sampler=dc.Masked(in_place))
+
+
+# --- what the constraint draft reads ----------------------------------------------------------------------------
+
+
+def advanced(constraint, lm, text: str):
+    state = constraint.start()
+    for token in lm.encode(text)[1:]:  # without <bos>
+        state = constraint.advance(state, token)
+    return state
+
+
+def test_forced_bytes_of_grammars_and_regexes(gemma_lm):
+    schema = {"type": "object", "properties": {"name": {"type": "string"}, "role": {"enum": ["engineer", "designer"]}},
+              "required": ["name", "role"], "additionalProperties": False}
+    json = dc.JsonSchema(schema).bind(gemma_lm.vocabulary)
+    expected = {"": b'{"name":"', '{"name":"Al': b"", '{"name":"Al"': b',"role":"', '{"name":"Al","role":"': b"",
+                '{"name":"Al","role":"e': b'ngineer"}', '{"name":"Al","role":"engineer"}': b""}
+    assert {text: json.forced_bytes(advanced(json, gemma_lm, text)) for text in expected} == expected
+    assert json.forced_bytes(json.start(), limit=3) == b'{"n'
+    regex = dc.Regex(r"Call me at \(\d{3}\)( now)?").bind(gemma_lm.vocabulary)
+    assert regex.forced_bytes(regex.start()) == b"Call me at ("
+    assert regex.forced_bytes(advanced(regex, gemma_lm, "Call me at (123)")) == b""  # it may end here
+
+
+def test_the_constraint_draft_ranks_the_canonical_split_first(gemma_lm):
+    draft = dc.ConstraintDraft(max_choices=8).bind(gemma_lm)
+    tok = gemma_lm.tokenizer
+    ids, logq = draft._rank(b'":"', ())
+    assert ids[0] == tok('":"', add_special_tokens=False)["input_ids"][0]  # the tokenizer's own split first
+    pieces = [gemma_lm.vocabulary.token_bytes[t] for t in ids]
+    assert pieces[1:] == sorted(pieces[1:], key=len, reverse=True) and all(b'":"'.startswith(p) for p in pieces)
+    assert len(set(pieces)) == len(pieces)  # one token per spelling: no byte-fallback twin of '"'
+    assert logq == sorted(logq, reverse=True) and abs(sum(math.exp(x) for x in logq) - 1) < 1e-9

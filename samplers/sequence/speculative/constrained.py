@@ -185,14 +185,21 @@ class TreeStates:
 
 
 class MaskedDraft:
-    """A bound drafter (the tree shapes' ``Draft``) whose every proposal is allowed by the node's state."""
+    """A bound drafter (the tree shapes' ``Draft``) whose every proposal is allowed by the node's state. Nothing is
+    drafted below an EOS node (the row ends there)."""
 
-    def __init__(self, draft: Draft, drafter: Drafter, states: TreeStates):
-        self.draft, self.states = draft, states
+    def __init__(self, draft: Draft, drafter: Drafter, states: TreeStates, eos: torch.Tensor):
+        self.draft, self.states, self.eos = draft, states, eos
         self._sparse = type(drafter).top is not Drafter.top  # its top() needs no [B, F, V] table
+
+    def _open(self, tree: DraftTree, nodes: torch.Tensor) -> torch.Tensor:
+        """``nodes`` with the EOS nodes taken out (-1)."""
+        tokens = tree.tokens.gather(1, nodes.clamp_min(0))
+        return torch.where(torch.isin(tokens, self.eos.to(tokens.device)), -1, nodes)
 
     def expand(self, tree: DraftTree, nodes: torch.Tensor) -> torch.Tensor:
         """The draft's log q after each node restricted to the allowed tokens and renormalised: [B, F, V]."""
+        nodes = self._open(tree, nodes)
         kept = self.draft.expand(tree, nodes).masked_fill(~self.states.masks(nodes), NEG_INF)
         mass = kept.logsumexp(-1, keepdim=True)
         return torch.where(torch.isfinite(mass), kept - mass, NEG_INF)
@@ -200,6 +207,7 @@ class MaskedDraft:
     def top(self, tree: DraftTree, nodes: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The k best allowed tokens: a sparse drafter's candidates checked one advance each (it is asked for 2k,
         the disallowed dropped), a dense drafter's table masked."""
+        nodes = self._open(tree, nodes)
         if not self._sparse:
             logq, tokens = self.expand(tree, nodes).topk(k, dim=-1)
             return logq, torch.where(torch.isfinite(logq), tokens, -1)

@@ -1,26 +1,27 @@
 """``dc.ConstraintDraft``: draft the tokens a constraint (nearly) dictates: keys, punctuation, enum values, the
 rest of a forced literal.
 
-Under a constraint, many positions leave the model a handful of allowed tokens: after ``{`` in schema-ordered JSON
-only the pieces of ``"name":`` may follow, inside an enum only the pieces of its values. There the constraint
-is a good draft by itself, if it guesses how the model splits those bytes into tokens. At a node whose allowed set
-(the constraint's mask, :class:`~decoding.samplers.sequence.speculative.constrained.TreeStates`) holds at most
-``max_choices`` tokens, the draft ranks them:
+Under a constraint, many positions leave the model no real choice of bytes: after ``{`` in schema-ordered JSON the
+key ``"name":"`` must follow, after ``"e`` in an enum the rest of ``engineer"``. There the constraint is a good draft
+by itself, if it guesses how the model splits those bytes into tokens. At each node the draft reads the node's
+constraint state (:class:`~decoding.samplers.sequence.speculative.constrained.TreeStates`):
 
-1. the canonical first token of the longest allowed piece: the tokenizer's own encoding of its text, the split
-   a model sees in training (``"name":`` encodes as ``"`` ``name`` ``":``, and models write it that way);
-2. then the other allowed tokens, longest first (an enum's values, other splits), ties to the lower id;
+- the forced bytes F (``TokenConstraint.forced_bytes``): its candidates are the canonical first token of F (the
+  tokenizer's own encoding of F, the split a model sees in training), then the other tokens spelling a prefix of
+  F, longest first (``":"`` encodes as one token, but a model may write ``":`` then ``"``);
+- where at most ``max_choices`` tokens are allowed (an enum's values), those tokens too, longest first;
 
 with ``q`` decreasing geometrically along that ranking, so a tree puts the canonical split on its main path and the
-other splits on side branches (several tokenizations when the split is ambiguous). Elsewhere the ``inner`` drafter
-proposes (an ``NGramDraft`` for free text copied from the prompt, a ``ModelDraft``), masked like every draft.
+other splits on side branches (several tokenizations when the split is ambiguous). Tokens with the same bytes
+(byte-fallback pieces) count once, as the tokenizer would write them. Elsewhere the ``inner`` drafter proposes
+(an ``NGramDraft`` for free text copied from the prompt, a ``ModelDraft``), masked like every draft.
 
 Nothing is forced: the draft is verified like any other, so a split the model would not have written is rejected
 with exactly the right probability and the output law is that of ``Masked`` decoding. This differs from
 jump-forward decoding (SGLang) and fast-forward tokens (llguidance), which emit the constraint's canonical tokens
 without the model's verdict and so change the law whenever the model would have split the bytes otherwise.
 
-Rankings are memoised by allowed set (one tokenizer call per distinct set in a run).
+Rankings are memoised by (forced bytes, allowed set): one tokenizer call per distinct case in a run.
 
 Example:
     >>> draft = dc.ConstraintDraft(dc.NGramDraft(3))
@@ -31,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 
@@ -41,6 +43,7 @@ from decoding.samplers.sequence.speculative.trees import DraftTree
 
 NEG_INF = float("-inf")
 DECAY = math.log(4.0)  # log q falls by this much per rank: 0.75, 0.19, 0.05, ... of the mass
+_SPELLINGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # vocabulary -> {bytes: token}
 
 
 class ConstraintDraft(Drafter):
@@ -66,7 +69,7 @@ class ConstraintDraft(Drafter):
         self.inner = inner
         self.max_choices = check_int("max_choices", max_choices, 1)
         self._lm: LanguageModel | None = None
-        self._ranked: dict[tuple[int, ...], tuple[list[int], list[float]]] = {}
+        self._ranked: dict[tuple[bytes, tuple[int, ...]], tuple[list[int], list[float]]] = {}
 
     def bind(self, lm: LanguageModel) -> "ConstraintDraft":
         bound = ConstraintDraft(self.inner.bind(lm) if self.inner is not None else None, self.max_choices)
@@ -110,45 +113,83 @@ class ConstraintDraft(Drafter):
         return None if self.inner is None else self.inner.select(state, rows)
 
     def _choices(self, tree: DraftTree, nodes: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """Which nodes are narrow ([B, F] bool) and, for each, its ranked allowed tokens and their log q."""
+        """Which nodes the constraint drafts ([B, F] bool) and, for each, its ranked tokens and their log q."""
         if tree.constraint is None:
             raise ValueError("ConstraintDraft drafts from a constraint's states: end Speculative's sampler with "
                              "dc.Masked(constraint)")
-        masks = tree.constraint.masks(nodes)
-        counts = masks.sum(-1)
-        narrow = (counts > 0) & (counts <= self.max_choices) & (nodes >= 0)
-        r, c = narrow.nonzero(as_tuple=True)
-        allowed = masks[r, c].nonzero()  # [n, 2] (narrow node, token), grouped by node in order
-        per_node = torch.split(allowed[:, 1], counts[r, c].tolist())
-        choices = {(i, j): self._rank(tuple(ids.tolist()))
-                   for i, j, ids in zip(r.tolist(), c.tolist(), per_node)}
-        return narrow.to(nodes.device), choices
+        states = tree.constraint
+        masks = states.masks(nodes)
+        counts = masks.sum(-1).cpu()
+        index = states.index(nodes)
+        choices = {}
+        for r, c in (nodes.cpu() >= 0).nonzero().tolist():  # host work per node, memoised per case
+            forced = states.constraint.forced_bytes(states.pool[int(index[r, c])])
+            narrow = 0 < int(counts[r, c]) <= self.max_choices
+            allowed = tuple(masks[r, c].nonzero()[:, 0].tolist()) if narrow else ()
+            if forced or allowed:
+                ids, lq = self._rank(forced, allowed)
+                keep = masks[r, c, torch.tensor(ids, dtype=torch.long, device=masks.device)].tolist() if ids else []
+                ids = [t for t, ok in zip(ids, keep) if ok]
+                if ids:
+                    choices[(r, c)] = (ids, lq[: len(ids)])
+        handled = torch.zeros(nodes.shape, dtype=torch.bool)
+        for r, c in choices:
+            handled[r, c] = True
+        return handled.to(nodes.device), choices
 
-    def _rank(self, ids: tuple[int, ...]) -> tuple[list[int], list[float]]:
-        """The allowed tokens ``ids`` in draft order (see the module docstring) and their log q."""
-        ranked = self._ranked.get(ids)
+    def _rank(self, forced: bytes, allowed: tuple[int, ...]) -> tuple[list[int], list[float]]:
+        """The draft's tokens in order (see the module docstring) and their log q."""
+        key = (forced, allowed)
+        ranked = self._ranked.get(key)
         if ranked is None:
-            if self._lm.tokenizer is None:  # token ids alone: lowest first
-                first, length = None, (lambda t: 0)
-            else:
-                pieces = self._lm.vocabulary.token_bytes
-                length = lambda t: len(pieces[t])  # noqa: E731
-                first = self._canonical(max(ids, key=lambda t: (length(t), -t)), ids)
-            order = sorted(ids, key=lambda t: (t != first, -length(t), t))
-            log_mass = math.log(sum(math.exp(-DECAY * i) for i in range(len(order))))
-            ranked = self._ranked[ids] = (order, [-DECAY * i - log_mass for i in range(len(order))])
+            order = list(dict.fromkeys(self._splits(forced) + self._longest_first(allowed)))
+            log_mass = math.log(sum(math.exp(-DECAY * i) for i in range(len(order)))) if order else 0.0
+            ranked = self._ranked[key] = (order, [-DECAY * i - log_mass for i in range(len(order))])
         return ranked
 
-    def _canonical(self, longest: int, ids: tuple[int, ...]) -> int | None:
-        """The first token of the tokenizer's encoding of token ``longest``'s text, if it is allowed."""
+    def _splits(self, forced: bytes) -> list[int]:
+        """The canonical first token of ``forced``, then every token spelling a prefix of it, longest first."""
+        if not forced or self._lm.tokenizer is None:
+            return []
+        out = []
         try:
-            text = self._lm.vocabulary.token_bytes[longest].decode("utf-8")
+            encoded = self._lm.tokenizer(forced.decode("utf-8"), add_special_tokens=False)["input_ids"]
+            out += encoded[:1]
+        except UnicodeDecodeError:  # F ends inside a character: only the prefix tokens
+            pass
+        spell = self._spellings()
+        out += [spell[forced[:n]] for n in range(len(forced), 0, -1) if forced[:n] in spell]
+        return out
+
+    def _longest_first(self, ids: tuple[int, ...]) -> list[int]:
+        """Allowed tokens, longest first (ties to the lower id), one per spelling."""
+        if self._lm.tokenizer is None:
+            return list(ids)
+        pieces, spell = self._lm.vocabulary.token_bytes, self._spellings()
+        return [spell.get(pieces[t], t) for t in sorted(ids, key=lambda t: (-len(pieces[t]), t))]
+
+    def _spellings(self) -> dict[bytes, int]:
+        """bytes -> the token the tokenizer writes for them (one per spelling; byte-fallback pieces only where
+        nothing else spells the byte). Built once per vocabulary."""
+        vocab = self._lm.vocabulary
+        spell = _SPELLINGS.get(vocab)
+        if spell is None:
+            by_bytes: dict[bytes, list[int]] = {}
+            for t, piece in enumerate(vocab.token_bytes):  # once per vocabulary
+                if piece and not vocab.is_special[t]:
+                    by_bytes.setdefault(piece, []).append(t)
+            spell = _SPELLINGS[vocab] = {b: ids[0] if len(ids) == 1 else self._preferred(b, ids)
+                                         for b, ids in by_bytes.items()}
+        return spell
+
+    def _preferred(self, piece: bytes, ids: list[int]) -> int:
+        """Of several tokens with the same bytes, the one the tokenizer writes (else the highest id: byte-fallback
+        pieces come first in SentencePiece vocabularies)."""
+        try:
+            encoded = self._lm.tokenizer(piece.decode("utf-8"), add_special_tokens=False)["input_ids"]
         except UnicodeDecodeError:
-            return None
-        if not text:
-            return None
-        encoded = self._lm.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return encoded[0] if encoded and encoded[0] in ids else None
+            return max(ids)
+        return encoded[0] if len(encoded) == 1 and encoded[0] in ids else max(ids)
 
     def __repr__(self) -> str:
         return f"ConstraintDraft({self.inner!r}, max_choices={self.max_choices})"

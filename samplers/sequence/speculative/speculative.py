@@ -218,7 +218,7 @@ class _Run:
         draft = _Bound(self.drafter, self.state)
         if self.constraint is not None:
             self.states = TreeStates(self.constraint, tree, self.roots, self.lm.vocab_size)
-            draft = MaskedDraft(draft, self.drafter, self.states)
+            draft = MaskedDraft(draft, self.drafter, self.states, torch.tensor(self.lm.eos_token_ids))
         self.shape.grow(tree, draft, self.law, self.rows.rng)
         tree.subset(tree.valid)  # padding out: the target sees only real nodes (B = 1: none at all)
         logprobs = self.batch.tree_step(tree.tokens[:, : tree.size], tree.parent[:, : tree.size],
