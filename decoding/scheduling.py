@@ -9,11 +9,13 @@ decodes a row holds
 - its KV cache, 2 x layers x KV heads x head size x dtype bytes per token, and a few hidden states per token, for
   the longest prompt plus ``max_new_tokens``.
 
-``max_batch_rows=None`` divides :data:`MEMORY_FRACTION` of the device's free memory (CUDA: ``torch.cuda.mem_get_info``,
-the model already loaded; CPU: MemAvailable of /proc/meminfo) by the bytes per row, caps it at
-:data:`DEFAULT_MAX_ROWS` and never goes below one prompt's rows. Ancestral sampling, SMC and SIR admit new prompts
-as rows end (``decode.Decoder``); any other sequence sampler (speculative decoding) runs in waves of whole prompts
-(:func:`run`), each prompt with its own random streams, so the outputs are those of one big batch.
+``max_batch_rows=None`` divides :data:`MEMORY_FRACTION` of the device's free memory (CUDA:
+``torch.cuda.mem_get_info``, the model already loaded; CPU: MemAvailable of /proc/meminfo) by the bytes per row,
+caps it at :data:`DEFAULT_MAX_ROWS` and never goes below one prompt's rows; under ``torch.distributed`` (tensor
+parallelism) every rank takes the smallest rank's budget, so all run the same batches. Ancestral sampling, SMC and
+SIR admit new prompts as rows end (``decode.Decoder``); any other sequence sampler (speculative decoding) runs in
+waves of whole prompts (:func:`run`), each prompt with its own random streams, so the outputs are those of one big
+batch.
 
 Example:
     >>> budget = max_rows(lm, dc.SIR(dc.TopP(0.9), n=64), prompts, max_new_tokens=32)   # doctest: +SKIP
@@ -86,7 +88,18 @@ def max_rows(lm: LanguageModel, sampler: SequenceSampler, prompts: Sequence[Sequ
     device = lm.device
     free = free_bytes(device)
     fits = DEFAULT_MAX_ROWS if free is None else int(MEMORY_FRACTION[device.type] * free) // cost
-    return max(group, min(fits, DEFAULT_MAX_ROWS) // group * group)
+    return _smallest_over_ranks(max(group, min(fits, DEFAULT_MAX_ROWS) // group * group), device)
+
+
+def _smallest_over_ranks(rows: int, device: torch.device) -> int:
+    """Under ``torch.distributed`` (a tensor-parallel model), the smallest budget of all ranks: every rank must run
+    the same batches, and each reads its own free memory."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()):
+        return rows
+    value = torch.tensor([rows], device=device if device.type == "cuda" else "cpu")
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return int(value.item())
 
 
 def run(sampler: SequenceSampler, lm: LanguageModel, task: DecodeTask) -> list[Generation]:

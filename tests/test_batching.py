@@ -161,3 +161,18 @@ def test_extend_appends_rows_that_decode_as_alone(tiny_lm):
         for t in fed:
             expected = alone.step(torch.tensor([t]))
         torch.testing.assert_close(out[row], expected[0], atol=1e-4, rtol=0)
+
+
+def test_bench_batching_quick_measures_every_case(llama_lm):
+    from decoding.bench import BenchConfig
+    from decoding.benchmarks import batching as suite
+
+    report = suite.measure(llama_lm, BenchConfig(quick=True, progress=False))
+    cases = [r["case"] for r in report.rows]
+    assert cases[: len(suite.QUICK_HF_BATCH_SIZES)] == [f"HF bs={b}" for b in suite.QUICK_HF_BATCH_SIZES]
+    assert cases[-1] == "decoding rows=4" and cases[-2].endswith("(derived)")
+    best = max(r["tokens_per_s"] for r in report.rows if r["case"].startswith("HF"))
+    for r in report.rows:
+        assert r["over_best_hf"] == pytest.approx(r["tokens_per_s"] / best)
+        assert 0 < r["new_tokens"] <= suite.QUICK_PROMPTS * suite.QUICK_MAX_NEW_TOKENS
+        assert r["same_as_best_hf"] == suite.QUICK_PROMPTS  # greedy on both sides, no near-ties here
