@@ -8,6 +8,7 @@ Examples::
     decoding model                      # prepare the default model (Gemma 3 270M) and print its directory
     decoding bench samplers --repeats 5 # writes bench-results/samplers.json and .png
     decoding select pile.jsonl --target wiki.jsonl -k 100000 --out selected.jsonl
+    decoding select pile/*.jsonl --target wiki.jsonl -k 100000 --engine ray --out selected.jsonl
 """
 
 from __future__ import annotations
@@ -204,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--seed", metavar="S", type=int, default=0, help="seed of the Gumbel noise (default: 0)")
     select.add_argument("--out", metavar="FILE", default=None,
                         help="write the selected lines to FILE (default: stdout)")
+    select.add_argument("--engine", choices=dsir.ENGINES, default="local",
+                        help="where both passes run: local (this process, the default) or ray (a Ray Data pipeline "
+                             "on a Ray cluster, same selection; needs pip install 'decoding[ray]')")
+    select.add_argument("--ray-address", metavar="ADDRESS", default=None,
+                        help="with --engine ray: the cluster to join (default: RAY_ADDRESS, else a local one)")
     select.set_defaults(handler=partial(_select, select))
     return parser
 
@@ -392,12 +398,15 @@ def _bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 def _select(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.out is not None and not Path(args.out).absolute().parent.is_dir():
         parser.error(f"--out: the directory of {args.out!r} does not exist")
+    if args.ray_address is not None and args.engine != "ray":
+        parser.error("--ray-address needs --engine ray")
     start = time.perf_counter()
     try:
         selection = dsir.select([Path(p) for p in args.raw], [Path(p) for p in args.target], args.k, args.ngrams,
-                                args.buckets, args.seed, text_field=args.text_field, texts=False, progress=True)
+                                args.buckets, args.seed, text_field=args.text_field, texts=False, progress=True,
+                                engine=args.engine, ray_address=args.ray_address)
         out = sys.stdout if args.out is None else open(args.out, "w", encoding="utf-8")
-    except (ValueError, TypeError, OSError) as err:
+    except (ValueError, TypeError, OSError, ImportError) as err:
         print(f"decoding select: error: {err}", file=sys.stderr)
         return 1
     with progress_bar(total=len(selection), desc="dsir: writing", unit=" docs") as bar:
@@ -410,7 +419,8 @@ def _select(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     n = selection.corpus_size
     print(f"selected {len(selection)} of {n} documents ({len(selection) / n:.2%}) in {seconds:.1f} s "
           f"({n / seconds:,.0f} documents/s); log w of the selected: median {np.median(selection.log_weights):.1f}, "
-          f"min {selection.log_weights.min():.1f} (ngrams={args.ngrams}, buckets={args.buckets}, seed={args.seed})"
+          f"min {selection.log_weights.min():.1f} (ngrams={args.ngrams}, buckets={args.buckets}, seed={args.seed}, "
+          f"engine={args.engine})"
           + (f" -> {args.out}" if args.out else ""), file=sys.stderr)
     return 0
 

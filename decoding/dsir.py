@@ -26,6 +26,9 @@ Design decisions:
   documents, so document i is line i).
 - Randomness: G_i comes from a counter-based stream keyed by ``seed`` (``kernels.random``): a function of
   (seed, i) alone, so the selection is the same from a list, from files, in any batch size, in any process.
+- ``engine="ray"`` runs both passes and the top k as a Ray Data pipeline (:mod:`decoding.dsir_ray`, the extra
+  ``decoding[ray]``): document i keeps its id i as a column, hence its noise, and its weight is the same kernel's
+  sum, so the cluster selects exactly what this process selects.
 - The result, :class:`Selection`, lists the selected documents in corpus order (ascending index), which is
   the order a second pass over a file meets them; sort by ``log_weights`` for a ranking.
 - Differences from ``data-selection``'s ``HashedNgramDSIR``: bucket ids come from a fast stable hash, not
@@ -54,13 +57,14 @@ from typing import NamedTuple, Union
 import numpy as np
 
 from decoding.kernels.hashing import char_classes, dot_features, encode, ngram_buckets
-from decoding.kernels.random import RowStreams
+from decoding.kernels.random import RowStreams, row_keys
 from decoding.progress import progress_bar
 from decoding.samplers.base import check_int
 
 EPS = 1e-8  # added to every bucket probability before the log, as data-selection does
 BATCH = 2048  # documents per kernel call
 JSONL_SUFFIXES = (".jsonl", ".json")
+ENGINES = ("local", "ray")  # where select runs: this process, or a Ray cluster (decoding.dsir_ray)
 
 Corpus = Union[str, os.PathLike, Sequence[os.PathLike], Iterable[str]]
 
@@ -74,11 +78,17 @@ def read_file(path: str | os.PathLike, text_field: str = "text") -> Iterator[str
     Raises:
         ValueError: a JSONL line that is not a JSON object with a string ``text_field`` (file and line named).
     """
+    return parse_lines(_open_lines(path), path, text_field)
+
+
+def parse_lines(lines: Iterable[str], path: str | os.PathLike, text_field: str = "text") -> Iterator[str]:
+    """The documents held by ``lines``, lines of the file ``path`` (or of a part of it) as text mode reads them;
+    :func:`read_file` with the file's lines. Line numbers in errors count from the first of ``lines``."""
     if not _is_jsonl(path):
-        for line in _open_lines(path):
+        for line in lines:
             yield line.rstrip("\n")
         return
-    for number, line in _jsonl_lines(path):
+    for number, line in _nonblank(lines):
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
@@ -96,7 +106,7 @@ def document_lines(path: str | os.PathLike) -> Iterator[str]:
     """The lines of ``path`` that hold documents, as read (newline included): every line of a text file, the
     non-blank lines of a JSONL file; document i of :func:`read_file` comes from line i of these."""
     if _is_jsonl(path):
-        return (line for _, line in _jsonl_lines(path))
+        return (line for _, line in _nonblank(_open_lines(path)))
     return _open_lines(path)
 
 
@@ -130,9 +140,9 @@ def _open_lines(path: str | os.PathLike) -> Iterator[str]:
         yield from f
 
 
-def _jsonl_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
-    """The non-blank lines of a JSONL file with their 1-based line numbers."""
-    for number, line in enumerate(_open_lines(path), 1):
+def _nonblank(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
+    """The non-blank ``lines`` (of a JSONL file) with their 1-based line numbers."""
+    for number, line in enumerate(lines, 1):
         if line.strip():
             yield number, line
 
@@ -276,10 +286,13 @@ def _length(corpus: Iterable[str]) -> int | None:
 class GumbelTopK:
     """The k largest ``log_weight + Gumbel`` keys of a stream of items, holding O(k + batch) items.
 
-    Item i (counted over every :meth:`push`) gets the noise G_i = -log(-log(u_i)), u_i the i-th uniform of the
-    stream keyed by ``seed``, so the result does not depend on how the items are split into pushes. Candidates
-    are pruned to the best k once 2k + :data:`BATCH` have gathered (linear time overall), and after the first
-    pruning an item below the k-th best key so far is dropped as it arrives.
+    Item i gets the noise G_i = -log(-log(u_i)), u_i the i-th uniform of the counter-based stream keyed by
+    ``seed``: a function of (seed, i) alone. Items are numbered over every :meth:`push`, or by the ``ids`` a push
+    gives them, so the result does not depend on how the items are split into pushes, nor (with ids) on their
+    order or on the process that pushed them (``decoding.dsir_ray`` keeps a top k per block of the corpus, then
+    merges those with one more instance). Candidates are pruned to the best k once 2k + :data:`BATCH` have
+    gathered (linear time overall), and after the first pruning an item below the k-th best key so far is
+    dropped as it arrives.
 
     Example:
         >>> top = GumbelTopK(k=1, seed=0)
@@ -290,7 +303,7 @@ class GumbelTopK:
 
     def __init__(self, k: int, seed: int = 0):
         self.k = check_int("k", k, 1, " (the number of documents to select)")
-        self.stream = RowStreams.from_seed(seed, 1)
+        self.key = row_keys(seed, 1)[0]
         self.seen = 0
         self.threshold = -np.inf
         self.keys = np.zeros(0)
@@ -298,12 +311,13 @@ class GumbelTopK:
         self.log_weights = np.zeros(0)
         self.items: np.ndarray | None = None
 
-    def push(self, log_weights: np.ndarray, items: Sequence | None = None) -> None:
-        """Offer the next ``len(log_weights)`` items (``items``: what to keep of each, e.g. its text)."""
+    def push(self, log_weights: np.ndarray, items: Sequence | None = None, ids: np.ndarray | None = None) -> None:
+        """Offer the next ``len(log_weights)`` items (``items``: what to keep of each, e.g. its text; ``ids``:
+        their numbers, int64, distinct over all pushes; default: the next ``len(log_weights)`` numbers)."""
         n = len(log_weights)
-        u = self.stream.uniform(n)[0].numpy()
+        index = np.arange(self.seen, self.seen + n, dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
+        u = RowStreams(np.full(n, self.key), index.astype(np.uint64)).uniform().numpy()  # u_i: draw i of the stream
         keys = log_weights - np.log(-np.log(u))
-        index = np.arange(self.seen, self.seen + n, dtype=np.int64)
         self.seen += n
         keep = keys > self.threshold
         self.keys = np.concatenate([self.keys, keys[keep]])
@@ -375,7 +389,8 @@ class Selection:
 
 
 def select(raw_texts: Corpus, target_texts: Corpus, k: int, ngrams: int = 2, buckets: int = 10_000, seed: int = 0,
-           *, text_field: str = "text", texts: bool = True, progress: bool = False) -> Selection:
+           *, text_field: str = "text", texts: bool = True, progress: bool = False, engine: str = "local",
+           ray_address: str | None = None) -> Selection:
     """Select k documents of ``raw_texts`` without replacement, with probabilities following the importance
     weights p(x) / q(x) of the target corpus's law p over the raw corpus's q (DSIR; see the module docstring).
 
@@ -388,15 +403,20 @@ def select(raw_texts: Corpus, target_texts: Corpus, k: int, ngrams: int = 2, buc
         seed: the Gumbel noise's seed (same seed, same selection).
         text_field: the field holding the text in JSONL files.
         texts: keep the selected documents' texts (k strings in memory).
-        progress: tqdm bars on stderr, one per pass.
+        progress: tqdm bars on stderr, one per pass (Ray Data's progress bars with ``engine="ray"``).
+        engine: ``"local"``, this process; ``"ray"``, a Ray Data pipeline over the CPUs of a Ray cluster
+            (:mod:`decoding.dsir_ray`), which selects the same documents.
+        ray_address: with ``engine="ray"``, the cluster to join when Ray is not initialised yet (``ray.init``'s
+            ``address``); None starts a local cluster (or joins ``RAY_ADDRESS``).
 
     Returns:
         a :class:`Selection`, documents in corpus order.
 
     Raises:
         ValueError: k, ngrams or buckets out of range (before reading anything when the corpus has a length),
-            an empty corpus, a corpus without a single token, a malformed JSONL line.
+            an empty corpus, a corpus without a single token, a malformed JSONL line, an unknown engine.
         TypeError: a one-shot iterator as ``raw_texts``, or a document that is not a str.
+        ImportError: ``engine="ray"`` without Ray installed (the message names the extra).
 
     Example:
         >>> s = select(["a b c", "x y z", "a b"], ["a b a b"], k=1)
@@ -408,10 +428,21 @@ def select(raw_texts: Corpus, target_texts: Corpus, k: int, ngrams: int = 2, buc
     check_int("buckets", buckets, 1, " (the number of hash buckets; the paper uses 10000)")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed must be an int, got {seed!r}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINES))}, got {engine!r}")
+    if ray_address is not None and engine != "ray":
+        raise ValueError(f"ray_address={ray_address!r} needs engine='ray'")
+    if engine == "ray":
+        from decoding import dsir_ray  # the optional engine (imports Ray)
+
+        dsir_ray.require_ray()
     raw = documents(raw_texts, text_field, "raw_texts", twice=True)
     if isinstance(raw, Sequence):
         _check_size(k, len(raw))
     target = documents(target_texts, text_field, "target_texts")
+    if engine == "ray":
+        return dsir_ray.select(raw, target, k, ngrams, buckets, int(seed), texts=texts, progress=progress,
+                               address=ray_address)
 
     ratio, n_raw = fit(raw, target, ngrams, buckets, progress)
     _check_size(k, n_raw)
