@@ -95,6 +95,7 @@ class TreeStates:
         tree.constraint = self
         self._children: dict[tuple[int, int], int] = {}  # (parent's pool index, token) -> child's
         self._masks: dict[int, torch.Tensor] = {}
+        self._counts: dict[int, int] = {}
 
     def index(self, nodes: torch.Tensor) -> torch.Tensor:
         """Pool indices of the states of ``nodes`` ([B, F] node numbers, -1: none): CPU int64 [B, F], -1 where
@@ -174,14 +175,33 @@ class TreeStates:
         return self._masks_of(self.index_at(rows, nodes))
 
     def _masks_of(self, index: torch.Tensor) -> torch.Tensor:
-        fresh = [i for i in dict.fromkeys(index[index >= 0].tolist()) if i not in self._masks]
+        flat = index.reshape(-1).tolist()
+        self._compute_masks(flat)
+        device = self.tree.tokens.device
+        if min(flat, default=0) >= 0:
+            rows = [self._masks[i].to(device) for i in flat]
+        else:
+            none = torch.zeros(self.vocab_size, dtype=torch.bool, device=device)
+            rows = [self._masks[i].to(device) if i >= 0 else none for i in flat]
+        return torch.stack(rows).reshape(*index.shape, self.vocab_size)
+
+    def mask_of(self, index: int) -> torch.Tensor:
+        """bool [V]: the tokens allowed in the pool state ``index`` (memoised for the round)."""
+        self._compute_masks([index])
+        return self._masks[index]
+
+    def count_of(self, index: int) -> int:
+        """How many tokens the pool state ``index`` allows (memoised for the round)."""
+        count = self._counts.get(index)
+        if count is None:
+            count = self._counts[index] = int(self.mask_of(index).sum())
+        return count
+
+    def _compute_masks(self, index: list[int]) -> None:
+        fresh = [i for i in dict.fromkeys(index) if i >= 0 and i not in self._masks]
         if fresh:
             for i, mask in zip(fresh, self.constraint.mask_batch([self.pool[i] for i in fresh])):
                 self._masks[i] = mask
-        device = self.tree.tokens.device
-        none = torch.zeros(self.vocab_size, dtype=torch.bool, device=device)
-        rows = [self._masks[i].to(device) if i >= 0 else none for i in index.reshape(-1).tolist()]
-        return torch.stack(rows).reshape(*index.shape, self.vocab_size)
 
 
 class MaskedDraft:

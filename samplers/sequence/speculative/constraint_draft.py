@@ -118,17 +118,17 @@ class ConstraintDraft(Drafter):
             raise ValueError("ConstraintDraft drafts from a constraint's states: end Speculative's sampler with "
                              "dc.Masked(constraint)")
         states = tree.constraint
-        masks = states.masks(nodes)
-        counts = masks.sum(-1).cpu()
         index = states.index(nodes)
         choices = {}
         for r, c in (nodes.cpu() >= 0).nonzero().tolist():  # host work per node, memoised per case
-            forced = states.constraint.forced_bytes(states.pool[int(index[r, c])])
-            narrow = 0 < int(counts[r, c]) <= self.max_choices
-            allowed = tuple(masks[r, c].nonzero()[:, 0].tolist()) if narrow else ()
+            i = int(index[r, c])
+            forced = states.constraint.forced_bytes(states.pool[i])
+            narrow = 0 < states.count_of(i) <= self.max_choices
+            mask = states.mask_of(i)
+            allowed = tuple(mask.nonzero()[:, 0].tolist()) if narrow else ()
             if forced or allowed:
                 ids, lq = self._rank(forced, allowed)
-                keep = masks[r, c, torch.tensor(ids, dtype=torch.long, device=masks.device)].tolist() if ids else []
+                keep = mask[torch.tensor(ids, dtype=torch.long, device=mask.device)].tolist() if ids else []
                 ids = [t for t, ok in zip(ids, keep) if ok]
                 if ids:
                     choices[(r, c)] = (ids, lq[: len(ids)])
