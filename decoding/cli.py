@@ -152,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     how = constrained.add_mutually_exclusive_group()
     how.add_argument("--awrs", action="store_true",
                      help="adaptive weighted rejection sampling: check only drawn tokens (the default)")
-    how.add_argument("--masked", action="store_true", help="locally constrained decoding by full token masks")
+    how.add_argument("--masked", action="store_true", help="locally constrained decoding by full token masks "
+                     "(with --sampler greedy: the most probable allowed token)")
     constrained.add_argument("--estimator", choices=["auto", "recursive", "geometric", "paper"], default="auto",
                              help="AWRS's estimator of the allowed mass (default: auto)")
     constrained.add_argument("--smc", metavar="N", type=_positive_int, default=None,
@@ -327,10 +328,14 @@ def _constrained_sampler(parser: argparse.ArgumentParser, args: argparse.Namespa
     sampler = args.sampler
     if constraint is not None:
         stages = [s for s in sampler.stages if not isinstance(s, dc.Categorical)]
+        greedy = bool(stages) and isinstance(stages[-1], dc.Greedy) and args.masked
+        stages = stages[:-1] if greedy else stages  # greedy under masks: the most probable allowed token
         if stages and stages[-1].terminal:
             parser.error(f"--sampler {stages[-1]!r} draws tokens itself; with a constraint, --sampler may only "
-                         "transform the distribution (temperature, top_k, top_p, ...)")
-        terminal = dc.Masked(constraint) if args.masked else dc.AWRS(constraint, estimator=args.estimator)
+                         "transform the distribution (temperature, top_k, top_p, ...), or end in greedy with "
+                         "--masked")
+        terminal = dc.Masked(constraint, greedy=greedy) if args.masked else dc.AWRS(constraint,
+                                                                                   estimator=args.estimator)
         sampler = SamplerChain(stages + [terminal]) if stages else terminal
     if args.smc is not None:
         sampler = dc.SMC(sampler, particles=args.smc, ess_threshold=args.ess_threshold)

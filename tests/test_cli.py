@@ -293,6 +293,10 @@ def test_generate_with_a_regex_prints_a_match_and_constraint_statistics(checkpoi
                  "--sampler", "top_k=50000"]) == 0
     out = capsys.readouterr()
     assert re.fullmatch("[a-z ]{1,3}", out.out.rstrip("\n")) and "constraint checks" in out.err
+    assert main(argv + ["--masked", "--sampler", "greedy"]) == 0  # the most probable allowed token
+    lm = dc.load(checkpoint, progress=False)
+    greedy = dc.generate(lm, "hi", dc.Masked(dc.Regex("[0-9]{2}"), greedy=True), max_new_tokens=8)[0].text
+    assert capsys.readouterr().out.strip() == greedy
 
 
 def test_generate_with_a_grammar_file(checkpoint, capsys, tmp_path):
