@@ -151,3 +151,19 @@ def gemma():
     import decoding as dc
 
     return dc.load(progress=False)
+
+
+@pytest.fixture(scope="session")
+def target():
+    """The toy target of the exactness tests (tests/toys.py: a random Llama over 5 tokens, EOS = 4)."""
+    from toys import toy_llama
+
+    return toy_llama(1)
+
+
+@pytest.fixture(scope="session")
+def draft():
+    """The toy draft model beside ``target``."""
+    from toys import toy_llama
+
+    return toy_llama(2)

@@ -21,7 +21,7 @@ import decoding as dc
 from decoding.constraints.base import DEAD, TokenConstraint
 
 from test_speculative import chi_square_p
-from toys import EOS, V, law_of, toy_llama
+from toys import EOS, V, law_of
 
 ROWS = 10_000
 PROMPT = (0, 1, 2, 0, 1)
@@ -59,16 +59,6 @@ class NoRepeat(TokenConstraint):
             out[state[0]] = False
         out[EOS] = self.is_accepting(state)
         return out
-
-
-@pytest.fixture(scope="module")
-def target():
-    return toy_llama(1)
-
-
-@pytest.fixture(scope="module")
-def draft():
-    return toy_llama(2)
 
 
 def masked_law(target, transforms, constraint: TokenConstraint, length: int) -> dict[tuple, float]:

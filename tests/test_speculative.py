@@ -25,17 +25,7 @@ from decoding.samplers.sequence.speculative.rrs import RRS, TopKVerifier
 from decoding.samplers.sequence.speculative.spectr import SpecTr
 
 from conftest import GREEDY_PROMPTS, GREEDY_TOKENS, decode
-from toys import EOS, V, law_of, sequence_law, toy_llama
-
-
-@pytest.fixture(scope="module")
-def target():
-    return toy_llama(1)
-
-
-@pytest.fixture(scope="module")
-def draft():
-    return toy_llama(2)
+from toys import EOS, V, law_of, sequence_law
 
 
 # --- exact enumeration ----------------------------------------------------------------------------------------
