@@ -18,7 +18,7 @@ rejection draws and importance weights), SMC, SIR and Speculative (they run the 
 own verifiers), Predicate constraints (Python code) and samplers outside the spec language.
 
 vLLM draws with its own random generator (``seed=`` of ``SamplingParams``), so sampled outputs are not those of
-``dc.generate`` with the same seed; deterministic samplers (Greedy, ``dc.TopK(1) | dc.Masked(c)``) give the same tokens
+``dc.generate`` with the same seed; deterministic samplers (Greedy, ``dc.Masked(c, greedy=True)``) give the same tokens
 up to the two engines' float rounding. A row whose constraint allows no token (a grammar's dead end) is given EOS.
 
 Example:
@@ -61,13 +61,14 @@ __all__ = ["DecodingLogitsProcessor", "llm_kwargs", "request_args", "sampler_fro
 PROCESSOR = "decoding.vllm:DecodingLogitsProcessor"
 
 SAMPLER_KEY = "decoding_sampler"  # the stages, in the sampler spec language
-# a Masked terminal's constraint: one main key, and the options of that main key
+# a Masked terminal: its constraint (one main key, and the options of that main key) and whether it is greedy
 CONSTRAINT_KEYS = ("decoding_regex", "decoding_json_schema", "decoding_grammar")
 OPTION_KEYS = {
     "decoding_json_whitespace": "decoding_json_schema", "decoding_json_key_order": "decoding_json_schema",
     "decoding_grammar_syntax": "decoding_grammar", "decoding_grammar_start": "decoding_grammar",
 }
-ARGS = (SAMPLER_KEY, *CONSTRAINT_KEYS, *OPTION_KEYS)
+GREEDY_KEY = "decoding_masked_greedy"  # "true": Masked(constraint, greedy=True)
+ARGS = (SAMPLER_KEY, *CONSTRAINT_KEYS, *OPTION_KEYS, GREEDY_KEY)
 
 # SamplingParams fields vLLM applies after the logits processors: they would change the law a decoding sampler
 # returns, so they keep their defaults (those applied before, logit_bias, allowed_token_ids, bad_words,
@@ -160,7 +161,9 @@ def sampler_from_args(extra_args: Mapping | None) -> TokenSampler | None:
     stages = list(parse_sampler(args[SAMPLER_KEY]).stages) if SAMPLER_KEY in args else []
     constraint = _constraint(args)
     if constraint is not None:
-        stages.append(Masked(constraint))
+        stages.append(Masked(constraint, greedy=_flag(args, GREEDY_KEY)))
+    elif GREEDY_KEY in args:
+        raise ValueError(f"extra_args: {GREEDY_KEY!r} is an option of a constraint, and none is given")
     if not stages:
         raise ValueError(f"extra_args: options {sorted(args)} without {SAMPLER_KEY!r} or a constraint")
     return stages[0] if len(stages) == 1 else SamplerChain(stages)
@@ -192,9 +195,17 @@ def _stage_spec(stage: TokenSampler) -> str:
 
 
 def _constraint_args(terminal: ConstrainedSampler) -> dict[str, str]:
-    """The arguments of a Masked terminal's constraint: its source text and options."""
+    """The arguments of a Masked terminal: its constraint's source text and options, and whether it is greedy."""
     if not isinstance(terminal, Masked):
         _stage_spec(terminal)  # raises, naming why (AWRS)
+    args = _source_args(terminal)
+    if terminal.greedy:
+        args[GREEDY_KEY] = "true"
+    return args
+
+
+def _source_args(terminal: Masked) -> dict[str, str]:
+    """A Masked terminal's constraint as its source text and options."""
     c = terminal.constraint
     if isinstance(c, JsonSchema):
         args = {"decoding_json_schema": c.schema if isinstance(c.schema, str) else json.dumps(c.schema)}
@@ -215,6 +226,13 @@ def _constraint_args(terminal: ConstrainedSampler) -> dict[str, str]:
     raise ValueError(f"{terminal!r}: a request carries a constraint as its source (dc.Regex, dc.JsonSchema, "
                      f"dc.Grammar from text); {type(c).__name__} has none (a Predicate is Python code, a bound "
                      "constraint only its tables)")
+
+
+def _flag(args: dict[str, str], key: str) -> bool:
+    value = args.get(key, "false")
+    if value not in ("true", "false"):
+        raise ValueError(f"extra_args[{key!r}]: expected 'true' or 'false', got {value!r}")
+    return value == "true"
 
 
 def _constraint(args: dict[str, str]):

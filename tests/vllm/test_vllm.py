@@ -107,7 +107,7 @@ def test_top_k_keeps_ranks(llm):
 
 
 def test_masked_regex_matches_and_equals_dc_generate(llm, hf_lm):
-    greedy = dc.TopK(1) | dc.Masked(dc.Regex(CODE))  # the most probable allowed token: deterministic
+    greedy = dc.Masked(dc.Regex(CODE), greedy=True)  # the most probable allowed token: deterministic
     served = llm.generate(PROMPTS, dv.sampling_params(greedy, max_tokens=16), use_tqdm=False)
     local = dc.generate(hf_lm, PROMPTS, greedy, max_new_tokens=16)
     for out, ref in zip(served, local):
@@ -237,6 +237,7 @@ def test_settings_that_act_after_the_sampler_are_refused():
     dc.TopH(0.4) | dc.Greedy(),
     dc.Mirostat(tau=4.0, eta=0.2, version=1),
     dc.MinP(0.05) | dc.Typical(0.9) | dc.Masked(dc.Regex(CODE)),
+    dc.TopK(1) | dc.Masked(dc.Regex(CODE), greedy=True),
     dc.Masked(dc.JsonSchema({"type": "object", "properties": {"ok": {"type": "boolean"}}}, whitespace=" ?",
                             key_order="any")),
     dc.Masked(dc.Grammar('root ::= "a" [0-9]+', syntax="gbnf")),
