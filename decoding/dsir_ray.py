@@ -267,9 +267,9 @@ def _data_context(ray: Any, progress: bool) -> Iterator[None]:
     """Ray Data's progress bars and INFO logs on ``progress`` only, and errors of reading files raised as they
     were (a ValueError naming a JSONL line stays that ValueError); the settings are restored afterwards."""
     context, logger = ray.data.DataContext.get_current(), logging.getLogger("ray.data")
-    names = ("enable_progress_bars", "print_on_execution_start", "raise_original_map_exception")
+    names = ("enable_progress_bars", "raise_original_map_exception")
     saved, level = {name: getattr(context, name) for name in names}, logger.level
-    context.enable_progress_bars = context.print_on_execution_start = progress
+    context.enable_progress_bars = progress
     context.raise_original_map_exception = True
     if not progress:
         logger.setLevel(max(level, logging.WARNING))
