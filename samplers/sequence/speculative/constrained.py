@@ -78,8 +78,9 @@ def draft_law(chain: SamplerChain, masked: Masked) -> SamplerChain:
 class TreeStates:
     """The constraint state of each node of one round's draft tree, computed when first needed, and its mask.
 
-    States live in ``pool``; ``tree.data["state"]`` ([B, N] int64, -1: not computed yet) indexes it, so the
-    tree's own bookkeeping (``subset``) carries it. A (parent state, token) pair is advanced once per round.
+    States live in ``pool``, once per distinct value (rows and branches in the same state share its mask, forced
+    bytes and drafts); ``tree.data["state"]`` ([B, N] int64, -1: not computed yet) indexes it, so the tree's own
+    bookkeeping (``subset``) carries it. A (parent state, token) pair is advanced once per round.
 
     Example:
         >>> states = TreeStates(constraint, tree, roots, lm.vocab_size)         # doctest: +SKIP
@@ -88,14 +89,29 @@ class TreeStates:
 
     def __init__(self, constraint: TokenConstraint, tree: DraftTree, roots: Sequence, vocab_size: int):
         self.constraint, self.tree, self.vocab_size = constraint, tree, vocab_size
-        self.pool: list = list(roots)
-        index = torch.full(tree.tokens.shape, -1, dtype=torch.long)
-        index[:, 0] = torch.arange(len(roots))
-        tree.data["state"] = index.to(tree.tokens.device)
-        tree.constraint = self
+        self.pool: list = []
+        self._ids: dict = {}  # state -> pool index
         self._children: dict[tuple[int, int], int] = {}  # (parent's pool index, token) -> child's
         self._masks: dict[int, torch.Tensor] = {}
         self._counts: dict[int, int] = {}
+        index = torch.full(tree.tokens.shape, -1, dtype=torch.long)
+        index[:, 0] = torch.tensor([self._intern(s) for s in roots], dtype=torch.long)
+        tree.data["state"] = index.to(tree.tokens.device)
+        tree.constraint = self
+
+    def _intern(self, state) -> int:
+        """The pool index of ``state``, added if new (states are values: equal states share one index; an
+        unhashable state gets its own)."""
+        try:
+            index = self._ids.get(state)
+        except TypeError:
+            index = None
+            self.pool.append(state)
+            return len(self.pool) - 1
+        if index is None:
+            index = self._ids[state] = len(self.pool)
+            self.pool.append(state)
+        return index
 
     def index(self, nodes: torch.Tensor) -> torch.Tensor:
         """Pool indices of the states of ``nodes`` ([B, F] node numbers, -1: none): CPU int64 [B, F], -1 where
@@ -141,8 +157,7 @@ class TreeStates:
         if todo:
             after = self.constraint.advance_batch([self.pool[p] for p, _ in todo], [t for _, t in todo])
             for key, state in zip(todo, after):
-                self._children[key] = len(self.pool)
-                self.pool.append(state)
+                self._children[key] = self._intern(state)
         return torch.tensor([self._children[k] for k in keys], dtype=torch.long)
 
     def states(self, index: torch.Tensor) -> list:

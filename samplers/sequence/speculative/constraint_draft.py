@@ -80,30 +80,23 @@ class ConstraintDraft(Drafter):
         return None if self.inner is None else self.inner.start(prompts, vocab_size, device)
 
     def top(self, state, tree: DraftTree, nodes: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        narrow, choices = self._choices(tree, nodes)
-        b, f = nodes.shape
-        logq = torch.full((b, f, k), NEG_INF, device=nodes.device)
-        tokens = torch.full((b, f, k), -1, dtype=torch.long, device=nodes.device)
-        if self.inner is not None and bool((~narrow & (nodes >= 0)).any()):
-            inner_lq, inner_tokens = self.inner.top(state, tree, torch.where(narrow, -1, nodes), k)
+        handled, logq, tokens = self._choices(tree, nodes, k)
+        if self.inner is not None and bool((~handled & (nodes >= 0)).any()):
+            inner_lq, inner_tokens = self.inner.top(state, tree, torch.where(handled, -1, nodes), k)
             width = min(k, inner_lq.shape[-1])
-            logq[..., :width], tokens[..., :width] = inner_lq[..., :width], inner_tokens[..., :width]
-        for (r, c), (ids, lq) in choices.items():  # host work per narrow node, memoised per allowed set
-            n = min(k, len(ids))
-            tokens[r, c, :n] = torch.tensor(ids[:n], device=nodes.device)
-            logq[r, c, :n] = torch.tensor(lq[:n], device=nodes.device)
+            mine = handled[..., None]
+            logq[..., :width] = torch.where(mine, logq[..., :width], inner_lq[..., :width])
+            tokens[..., :width] = torch.where(mine, tokens[..., :width], inner_tokens[..., :width])
         return logq, tokens
 
     def expand(self, state, tree: DraftTree, nodes: torch.Tensor) -> torch.Tensor:
-        narrow, choices = self._choices(tree, nodes)
+        handled, logq, tokens = self._choices(tree, nodes, None)
         if self.inner is not None:
-            out = self.inner.expand(state, tree, torch.where(narrow, -1, nodes)).clone()
+            out = self.inner.expand(state, tree, torch.where(handled, -1, nodes)).clone()
         else:
             out = torch.full((*nodes.shape, self._lm.vocab_size), NEG_INF, device=nodes.device)
-        for (r, c), (ids, lq) in choices.items():
-            out[r, c] = NEG_INF
-            out[r, c, ids] = torch.tensor(lq, device=out.device, dtype=out.dtype)
-        return out
+        mine = torch.full_like(out, NEG_INF).scatter_reduce(-1, tokens.clamp_min(0), logq, "amax")
+        return torch.where(handled[..., None], mine, out)
 
     def extend(self, state, tree, accepted, final) -> None:
         if self.inner is not None:
@@ -112,30 +105,40 @@ class ConstraintDraft(Drafter):
     def select(self, state, rows: torch.Tensor):
         return None if self.inner is None else self.inner.select(state, rows)
 
-    def _choices(self, tree: DraftTree, nodes: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """Which nodes the constraint drafts ([B, F] bool) and, for each, its ranked tokens and their log q."""
+    def _choices(self, tree: DraftTree, nodes: torch.Tensor, k: int | None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Which nodes the constraint drafts ([B, F] bool), and their ranked tokens (the best ``k``; None: all)
+        and log q ([B, F, K], -1 / -inf padded). Worked out once per distinct state, gathered for the nodes."""
         if tree.constraint is None:
             raise ValueError("ConstraintDraft drafts from a constraint's states: end Speculative's sampler with "
                              "dc.Masked(constraint)")
         states = tree.constraint
         index = states.index(nodes)
-        choices = {}
-        for r, c in (nodes.cpu() >= 0).nonzero().tolist():  # host work per node, memoised per case
-            i = int(index[r, c])
-            forced = states.constraint.forced_bytes(states.pool[i])
-            narrow = 0 < states.count_of(i) <= self.max_choices
-            mask = states.mask_of(i)
-            allowed = tuple(mask.nonzero()[:, 0].tolist()) if narrow else ()
-            if forced or allowed:
-                ids, lq = self._rank(forced, allowed)
-                keep = mask[torch.tensor(ids, dtype=torch.long, device=mask.device)].tolist() if ids else []
-                ids = [t for t, ok in zip(ids, keep) if ok]
-                if ids:
-                    choices[(r, c)] = (ids, lq[: len(ids)])
-        handled = torch.zeros(nodes.shape, dtype=torch.bool)
-        for r, c in choices:
-            handled[r, c] = True
-        return handled.to(nodes.device), choices
+        distinct = torch.unique(index[index >= 0])
+        found = [self._state_choices(states, i) for i in distinct.tolist()]  # host work per distinct state
+        width = max([len(ids) for ids, _ in found], default=0) if k is None else k
+        table_tokens = torch.full((len(found) + 1, max(width, 1)), -1, dtype=torch.long)
+        table_logq = torch.full((len(found) + 1, max(width, 1)), NEG_INF)
+        for j, (ids, lq) in enumerate(found):
+            n = min(len(ids), width)
+            table_tokens[j, :n], table_logq[j, :n] = torch.tensor(ids[:n]), torch.tensor(lq[:n])
+        row = torch.full_like(index, len(found))  # the last table row drafts nothing
+        row[index >= 0] = torch.searchsorted(distinct, index[index >= 0])
+        tokens, logq = table_tokens[row].to(nodes.device), table_logq[row].to(nodes.device)
+        return tokens[..., 0] >= 0, logq, tokens
+
+    def _state_choices(self, states, i: int) -> tuple[list[int], list[float]]:
+        """The ranked allowed tokens the constraint drafts in pool state ``i`` (none: the inner drafter's turn)."""
+        forced = states.constraint.forced_bytes(states.pool[i])
+        narrow = 0 < states.count_of(i) <= self.max_choices
+        mask = states.mask_of(i)
+        allowed = tuple(mask.nonzero()[:, 0].tolist()) if narrow else ()
+        if not (forced or allowed):
+            return [], []
+        ids, lq = self._rank(forced, allowed)
+        keep = mask[torch.tensor(ids, dtype=torch.long, device=mask.device)].tolist() if ids else []
+        ids = [t for t, ok in zip(ids, keep) if ok]
+        return ids, lq[: len(ids)]
 
     def _rank(self, forced: bytes, allowed: tuple[int, ...]) -> tuple[list[int], list[float]]:
         """The draft's tokens in order (see the module docstring) and their log q."""
