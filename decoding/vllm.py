@@ -411,8 +411,9 @@ class DecodingLogitsProcessor(LogitsProcessor):
         final, inputs = sampler.transform_all(logprobs, states)
         law = sampler.terminal_law(final, states)
         terminal = sampler.stages[-1]
-        if isinstance(terminal, ConstrainedSampler):  # a dead end (no allowed token) ends with EOS
-            dead = ~torch.isfinite(terminal.restrict(logprobs, states[-1])[1])
+        if isinstance(terminal, ConstrainedSampler):  # a dead end (no allowed token left) ends with EOS
+            allowed = terminal.token_constraint.mask_batch(states[-1]).to(final.device)
+            dead = ~(allowed & torch.isfinite(final)).any(-1)
             if dead.any():
                 eos = torch.full_like(law[0], float("-inf"))
                 eos[self.vocabulary.eos_token_ids[0]] = 0.0
