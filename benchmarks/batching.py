@@ -38,8 +38,8 @@ WORDS = ("the of and to in a is that for it as was with be by on not he this are
          "they you were her she there one all we their been has more when will would who so no").split()
 PROMPTS, QUICK_PROMPTS = 1000, 12
 MAX_NEW_TOKENS, QUICK_MAX_NEW_TOKENS = 32, 3
-HF_BATCH_SIZES, QUICK_HF_BATCH_SIZES = (16, 64, 256), (4, 12)
-OUR_ROWS, QUICK_OUR_ROWS = (None, 64, 256), (None, 4)
+HF_BATCH_SIZES, QUICK_HF_BATCH_SIZES = (16, 32, 64, 256), (4, 12)
+OUR_ROWS, QUICK_OUR_ROWS = (None, 16, 32, 256), (None, 4)
 REPEATS, QUICK_REPEATS = 3, 1
 
 

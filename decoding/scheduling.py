@@ -11,16 +11,16 @@ decodes a row holds
 
 ``max_batch_rows=None`` divides :data:`MEMORY_FRACTION` of the device's free memory (CUDA:
 ``torch.cuda.mem_get_info``, the model already loaded; CPU: MemAvailable of /proc/meminfo) by the bytes per row,
-caps it at :data:`DEFAULT_MAX_ROWS` and never goes below one prompt's rows; under ``torch.distributed`` (tensor
-parallelism) every rank takes the smallest rank's budget, so all run the same batches. Ancestral sampling, SMC and
-SIR admit new prompts as rows end (``decode.Decoder``); any other sequence sampler (speculative decoding) runs in
-waves of whole prompts (:func:`run`), each prompt with its own random streams, so the outputs are those of one big
-batch.
+caps it at :data:`DEFAULT_MAX_ROWS` (256 on CUDA, 64 on CPU) and never goes below one prompt's rows; under
+``torch.distributed`` (tensor parallelism) every rank takes the smallest rank's budget, so all run the same
+batches. Ancestral sampling, SMC and SIR admit new prompts as rows end (``decode.Decoder``); any other sequence
+sampler (speculative decoding) runs in waves of whole prompts (:func:`run`), each prompt with its own random
+streams, so the outputs are those of one big batch.
 
 Example:
     >>> budget = max_rows(lm, dc.SIR(dc.TopP(0.9), n=64), prompts, max_new_tokens=32)   # doctest: +SKIP
     >>> budget                        # whole groups of 64 rows                          # doctest: +SKIP
-    256
+    64
 """
 
 from __future__ import annotations
@@ -39,9 +39,10 @@ VOCAB_BYTES = 32
 HIDDEN_FLOATS = 4
 #: the share of the device's free memory a derived budget uses
 MEMORY_FRACTION = {"cuda": 0.8, "cpu": 0.5}
-#: the most rows a derived budget gives (vLLM's default max_num_seqs): past a few hundred rows a step costs in
-#: proportion to its rows, so throughput stops growing while memory does
-DEFAULT_MAX_ROWS = 256
+#: the most rows a derived budget gives, by device type: vLLM's default max_num_seqs on CUDA; on CPU, where a step
+#: soon costs in proportion to its rows, 64 (1,000 prompts on a tiny Llama-3-vocabulary model: 256 rows ran at
+#: 0.6-0.7x the tokens/s of 64, as transformers' generate did at batch size 256; ``decoding bench batching``)
+DEFAULT_MAX_ROWS = {"cuda": 256, "cpu": 64}
 
 
 def row_bytes(lm: LanguageModel, context: int, positions: int = 1) -> int:
@@ -86,9 +87,9 @@ def max_rows(lm: LanguageModel, sampler: SequenceSampler, prompts: Sequence[Sequ
     context = max(len(p) for p in prompts) + max_new_tokens
     cost = row_bytes(lm, context, sampler.positions_per_row())
     device = lm.device
-    free = free_bytes(device)
-    fits = DEFAULT_MAX_ROWS if free is None else int(MEMORY_FRACTION[device.type] * free) // cost
-    return _smallest_over_ranks(max(group, min(fits, DEFAULT_MAX_ROWS) // group * group), device)
+    free, cap = free_bytes(device), DEFAULT_MAX_ROWS.get(device.type, DEFAULT_MAX_ROWS["cpu"])
+    fits = cap if free is None else int(MEMORY_FRACTION[device.type] * free) // cost
+    return _smallest_over_ranks(max(group, min(fits, cap) // group * group), device)
 
 
 def _smallest_over_ranks(rows: int, device: torch.device) -> int:

@@ -140,7 +140,8 @@ def test_derived_budget_follows_free_memory_and_keeps_groups_whole(llama_lm, mon
     assert scheduling.max_rows(llama_lm, dc.SIR(dc.TopK(5), n=8), prompts, 1) == 16  # whole groups
     assert scheduling.max_rows(llama_lm, dc.SIR(dc.TopK(5), n=64), prompts, 1) == 64  # never below one group
     monkeypatch.setattr(scheduling, "free_bytes", lambda device: 10**15)
-    assert scheduling.max_rows(llama_lm, dc.Ancestral(dc.TopK(5)), prompts, 1) == scheduling.DEFAULT_MAX_ROWS
+    assert scheduling.max_rows(llama_lm, dc.Ancestral(dc.TopK(5)), prompts, 1) == scheduling.DEFAULT_MAX_ROWS["cpu"]
+    assert scheduling.max_rows(llama_lm, dc.SIR(dc.TopK(5), n=24), prompts, 1) == 48  # whole groups under the cap
     monkeypatch.setattr(scheduling, "free_bytes", lambda device: 8 * per_row)
     with Seen(llama_lm) as seen:  # None: the derived budget bounds the batch
         dc.generate(llama_lm, PROMPTS, dc.TopK(5), max_new_tokens=2)
