@@ -26,7 +26,7 @@ import torch
 
 from decoding.kernels.random import RowStreams
 from decoding.model import KVBatch, LanguageModel, Usage
-from decoding.samplers.base import TokenSampler
+from decoding.samplers.base import TokenSampler, join_rows
 
 
 
@@ -268,7 +268,7 @@ class Decoder:
             return
         start = self.rows.admitted
         self.batch.extend(self._prefill(start, count))
-        self.state = _join_states(self.state, self.sampler.init_state(count, self.batch.logprobs.device))
+        self.state = join_rows([self.state, self.sampler.init_state(count, self.batch.logprobs.device)])
         self.rows.admit(count)
 
     def _fitting(self, admitted: int, live: int) -> int:
@@ -309,26 +309,6 @@ class Decoder:
     def results(self) -> list[Generation]:
         """One Generation per prompt, in prompt order."""
         return self.rows.results()
-
-
-def _join_states(a, b):
-    """The sampler state of rows ``a`` then rows ``b`` (the structures ``select_rows`` picks from)."""
-    if a is None or b is None:
-        if a is not b:
-            raise TypeError("cannot join a sampler state with None")
-        return None
-    if isinstance(a, torch.Tensor):
-        return torch.cat([a, b.to(a.device)])
-    if isinstance(a, np.ndarray):
-        return np.concatenate([a, b])
-    if isinstance(a, tuple):
-        return tuple(_join_states(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict):
-        return {k: _join_states(a[k], b[k]) for k in a}
-    if isinstance(a, list):
-        return a + list(b)
-    raise TypeError(f"cannot join sampler states of type {type(a).__name__}: admitting rows needs tensors, arrays, "
-                    "lists, tuples or dicts of them")
 
 
 class Rows:
