@@ -65,6 +65,7 @@ def generate(
         >>> lm = dc.load()                                               # doctest: +SKIP
         >>> out = dc.generate(lm, ["The capital of France is"], dc.Greedy(), max_new_tokens=8)  # doctest: +SKIP
         >>> out[0].text, out[0].logprob, out.stats.tokens_per_second    # doctest: +SKIP
+        >>> many = dc.generate(lm, prompts, dc.SIR(dc.TopP(0.9), n=64), max_batch_rows=256)   # doctest: +SKIP
     """
     if not isinstance(lm, LanguageModel):
         raise TypeError(f"lm: expected a decoding.LanguageModel, got {type(lm).__name__}; wrap HF models with "
