@@ -389,6 +389,31 @@ def test_bench_speculative_quick_writes_every_case(checkpoint, tmp_path, capsys)
     assert (out / "speculative.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_bench_constrained_speculative_quick_writes_every_case(checkpoint, tmp_path, capsys):
+    from decoding.benchmarks import constrained_speculative as suite
+
+    out = tmp_path / "results"
+    assert main(["bench", "constrained-speculative", "--model", checkpoint, "--quick", "--out", str(out)]) == 0
+    data = json.loads((out / "constrained-speculative.json").read_text())
+    cases = {"Masked", "spec n-gram", "spec constraint"} | ({"llguidance FF"} if suite.FastForward.available() else set())
+    rows = [r for r in data["rows"] if not r.get("summary")]
+    assert {(r["task"], r["T"], r["case"]) for r in rows} == {
+        (t.name, T, c) for t in suite.tasks()[:2] for T in suite.TEMPERATURES for c in cases}
+    for r in rows:
+        assert r["forwards"] >= 1 and r["seconds"] > 0 and r["cpu_seconds"] > 0 and r["speedup_over_masked"] > 0
+        if r["T"] == 0 and r["case"] != "llguidance FF":  # exact: greedy Masked's tokens
+            assert r["equals_masked_tokens"], r
+    summary = [r for r in data["rows"] if r.get("summary")]
+    assert {(r["T"], r["case"]) for r in summary} == {(T, c) for T in suite.TEMPERATURES for c in cases}
+    for r in summary:
+        assert r["speedup_over_masked"] > 0 and r["cpu_speedup_over_masked"] > 0
+        if r["case"] == "Masked":
+            assert r["speedup_over_masked"] == r["cpu_speedup_over_masked"] == 1.0
+        assert r["steal_share"] is None or 0 <= r["steal_share"] <= 1
+    assert set(data["settings"]["trees"]) == {f"T={T:g}" for T in suite.TEMPERATURES}
+    assert "x Masked (CPU)" in capsys.readouterr().out
+
+
 def test_bench_sir_quick_writes_every_row(checkpoint, tmp_path, capsys):
     from decoding.benchmarks import sir as suite
 

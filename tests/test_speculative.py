@@ -288,6 +288,19 @@ def test_a_round_rejected_at_the_root_runs_the_lm_head_for_the_root_only(window_
     assert window_lm.head_rows - before == sum(g.counters["rounds"] for g in out) > 0
 
 
+def test_rounds_that_keep_accepting_run_the_lm_head_once_per_round(window_lm, self_draft, monkeypatch):
+    """A run whose first draft tokens keep being accepted runs the head for the whole tree in one call per round
+    (root first, then the rest, while its acceptance rate is still below EAGER_HEAD: the first 3 rounds)."""
+    calls = []
+    head = window_lm.head_logits
+    monkeypatch.setattr(window_lm, "head_logits", lambda hidden: calls.append(len(hidden)) or head(hidden))
+    spec = dc.Speculative(self_draft, dc.Chain(4), sampler=dc.Greedy())
+    out, _ = decode(window_lm, spec, GREEDY_PROMPTS, 40)
+    rounds = max(g.counters["rounds"] for g in out)
+    assert rounds >= 6 and sum(g.counters["accepted_tokens"] for g in out) > 0
+    assert len(calls) == rounds + 3
+
+
 def test_a_row_alone_equals_the_row_in_a_batch(gemma_lm):
     """Each row draws from its own stream, so its output does not depend on its neighbours (T = 1)."""
     spec = dc.Speculative(dc.NGramDraft(2), dc.MultiDraft(2, 2, "iid"))
