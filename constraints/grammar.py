@@ -215,11 +215,14 @@ class ByteParser:
 class TokenGrammar(TokenConstraint):
     """A grammar over a vocabulary's token ids; states are :class:`GrammarState` values, ``DEAD`` is ``-1``.
 
-    Masks are memoised at three depths: per state (the last 256 masks), per lexer state (the tokens that stay in
-    the current lexeme, and where the others cross a boundary), and per *lexing path* past boundaries: the key
-    ``(lex, end state, next start state, ...)`` fixes which subtrees are walked from which lexer state, so a
-    walk past a boundary is done once per path and reused by every chart that takes it. What is left per mask
-    is the parser's part: one memoised scan per boundary. Do not modify the returned tensors in place.
+    Masks are memoised at four depths: per state (the last 256 masks); per *signature*, the lexer state and the
+    lexing paths the parser takes past it (states with different charts but the same signature share one mask
+    tensor); per lexer state (the tokens that stay in the current lexeme, and where the others cross a
+    boundary); and per lexing path past boundaries: the key ``(lex, terminals ended, next start state, ...)``
+    fixes which subtrees are walked from which lexer state, so a walk past a boundary is done once per path and
+    reused by every chart that takes it. Walks are also shared across grammars on one vocabulary, keyed by
+    content (lexer states' expressions, terminals' languages). What is left per mask is the parser's part: one
+    memoised scan per boundary. Do not modify the returned tensors in place.
     """
 
     def __init__(self, parser: ByteParser, vocabulary, device: str | torch.device = "cpu"):
@@ -231,9 +234,12 @@ class TokenGrammar(TokenConstraint):
         self._eos = np.asarray(vocabulary.eos_token_ids, dtype=np.int64)
         self._inner: OrderedDict = OrderedDict()
         self._shared = _shared_walks(index)
+        self._shared_paths = _shared_paths(index)
+        self._contents: dict[int, tuple] = {}
         self._terminal_index = {language: t for t, language in enumerate(parser.cfg.terminals)}
         self._paths: dict[tuple, tuple[np.ndarray, dict[int, np.ndarray]]] = {}
         self._masks: OrderedDict = OrderedDict()
+        self._by_signature: OrderedDict = OrderedDict()  # (lex, lexing paths taken, accepts) -> the same masks
         self._forced: dict = {}
 
     def start(self) -> GrammarState:
@@ -317,10 +323,20 @@ class TokenGrammar(TokenConstraint):
             self._masks.move_to_end(state)
             return cached
         inside, boundaries = self._inner_walk(state.lex)
-        out = inside.copy()
-        self._cross(state.chart, (state.lex,), boundaries, out)
-        out[self._eos] = self.parser.accepts(state)
-        mask = torch.from_numpy(out).to(self.device)
+        taken: list[tuple] = []
+        self._cross(state.chart, (state.lex,), boundaries, taken)
+        signature = (state.lex, tuple(taken), self.parser.accepts(state))
+        mask = self._by_signature.get(signature)
+        if mask is None:
+            out = inside.copy()
+            for key in taken:
+                out[self._paths[key][0]] = True
+            out[self._eos] = signature[2]
+            mask = self._by_signature[signature] = torch.from_numpy(out).to(self.device)
+            if len(self._by_signature) > 256:
+                self._by_signature.popitem(last=False)
+        else:
+            self._by_signature.move_to_end(signature)
         self._masks[state] = mask
         if len(self._masks) > 256:
             self._masks.popitem(last=False)
@@ -334,34 +350,54 @@ class TokenGrammar(TokenConstraint):
         cached = self._inner.get(lex)
         if cached is None:
             terminals = self.parser.cfg.terminals
-            key = self.parser.lexer.content(lex)
+            key = self._content(lex)
             shared = self._shared.get(key)
             if shared is None:
                 tokens, boundaries = self._walker.from_root(lex)
                 inside = np.zeros(self.vocabulary.size, dtype=bool)
                 inside[tokens] = True
                 inside[self._walker.empty_tokens] = True  # no bytes: the state stays as it is
+                inside.flags.writeable = False  # shared: masks copy it
                 by_language = self._grouped(boundaries, lambda accepted: frozenset(terminals[t] for t in accepted))
-                shared = (np.packbits(inside), by_language)
-                self._shared[key] = shared
-                if len(self._shared) > _SHARED_WALKS:
-                    self._shared.popitem(last=False)
-            else:
-                self._shared.move_to_end(key)
-            packed, by_language = shared
-            inside = np.unpackbits(packed, count=self.vocabulary.size).view(bool)
-            index = self._terminal_index
-            cached = self._inner[lex] = (inside, {tuple(sorted(index[r] for r in k)): nodes
-                                                  for k, nodes in by_language.items()})
+                shared = (inside, by_language)
+                self._shared.put(key, shared)
+            inside, by_language = shared
+            cached = self._inner[lex] = (inside, self._local(by_language))
             if len(self._inner) > 256:
                 self._inner.popitem(last=False)
         else:
             self._inner.move_to_end(lex)
         return cached
 
-    def _by_terminals(self, boundaries: dict[int, np.ndarray]) -> dict[tuple, np.ndarray]:
-        """Boundaries keyed by the terminals the lexeme matches there: the parser sees nothing else of them."""
-        return self._grouped(boundaries, tuple)
+    def _content(self, lex: int) -> tuple:
+        """The lexer state's content (:meth:`Lexer.content`), memoised: what keys walks across grammars."""
+        content = self._contents.get(lex)
+        if content is None:
+            content = self._contents[lex] = self.parser.lexer.content(lex)
+        return content
+
+    def _languages(self, terminals) -> frozenset:
+        return frozenset(self.parser.cfg.terminals[t] for t in terminals)
+
+    def _local(self, by_language: dict[frozenset, np.ndarray]) -> dict[tuple, np.ndarray]:
+        """Boundaries keyed by languages (shared across grammars) rekeyed by this grammar's terminal indices."""
+        index = self._terminal_index
+        return {tuple(sorted(index[r] for r in k)): nodes for k, nodes in by_language.items()}
+
+    def _walk_path(self, key: tuple, nodes: np.ndarray) -> tuple[np.ndarray, dict[tuple, np.ndarray]]:
+        """The walk of ``nodes`` from the last lexer state of the lexing path ``key`` (lexer states and the
+        terminals ending between them). Shared across grammars on this vocabulary by the path's content: the
+        lexer states' contents and the terminals' languages fix which subtrees are walked and how."""
+        shared_key = tuple(self._content(x) if isinstance(x, int) else self._languages(x) for x in key)
+        shared = self._shared_paths.get(shared_key)
+        if shared is None:
+            tokens, more = self._walker.walk(nodes, key[-1])
+            terminals = self.parser.cfg.terminals
+            shared = (tokens.astype(np.int32), self._grouped(more, lambda accepted: frozenset(terminals[t]
+                                                                                              for t in accepted)))
+            self._shared_paths.put(shared_key, shared)
+        tokens, by_language = shared
+        return tokens, self._local(by_language)
 
     def _grouped(self, boundaries: dict[int, np.ndarray], key) -> dict:
         """Boundary nodes regrouped by ``key(terminals the lexeme matches)``."""
@@ -370,8 +406,9 @@ class TokenGrammar(TokenConstraint):
             grouped.setdefault(key(self.parser.lexer.accepts[end]), []).append(nodes)
         return {k: np.concatenate(parts) for k, parts in grouped.items()}
 
-    def _cross(self, chart: Chart, path: tuple, boundaries: dict[tuple, np.ndarray], out: np.ndarray) -> None:
-        """Mark the tokens past each boundary that the parser takes after ending the lexeme there."""
+    def _cross(self, chart: Chart, path: tuple, boundaries: dict[tuple, np.ndarray], taken: list[tuple]) -> None:
+        """Append to ``taken`` the lexing paths past each boundary that the parser takes after ending the lexeme
+        there (their walks memoised in ``_paths``): with the lexer state, they fix the mask."""
         for terminals, nodes in boundaries.items():
             after = self.parser.end_lexeme(chart, terminals)
             if after is None:
@@ -382,21 +419,60 @@ class TokenGrammar(TokenConstraint):
             key = path + (terminals, fresh)
             walked = self._paths.get(key)
             if walked is None:
-                tokens, more = self._walker.walk(nodes, fresh)
-                walked = self._paths[key] = (tokens, self._by_terminals(more))
-            tokens, more = walked
-            out[tokens] = True
-            if more:
-                self._cross(after, key, more, out)
+                walked = self._paths[key] = self._walk_path(key, nodes)
+            taken.append(key)
+            if walked[1]:
+                self._cross(after, key, walked[1], taken)
 
 
-_SHARED_WALKS = 1024  # lexer-state walks kept per vocabulary across grammars (packed: 32 KB each at 262k tokens)
-_WALKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+class _SharedWalks:
+    """Trie walks keyed by content (lexer states' and terminals' languages), shared by every grammar on one
+    vocabulary: ``(tokens, boundary nodes by languages)`` values, the least recently used dropped beyond
+    ``max_bytes`` of arrays."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.bytes = max_bytes, 0
+        self._walks: OrderedDict = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._walks)
+
+    def get(self, key: tuple):
+        walk = self._walks.get(key)
+        if walk is not None:
+            self._walks.move_to_end(key)
+        return walk
+
+    def put(self, key: tuple, walk: tuple[np.ndarray, dict]) -> None:
+        self._walks[key] = walk
+        self.bytes += _size(walk)
+        while self.bytes > self.max_bytes and len(self._walks) > 1:
+            self.bytes -= _size(self._walks.popitem(last=False)[1])
 
 
-def _shared_walks(index) -> OrderedDict:
+def _size(walk: tuple[np.ndarray, dict]) -> int:
+    tokens, more = walk
+    return tokens.nbytes + sum(nodes.nbytes for nodes in more.values())
+
+
+# per vocabulary across grammars: walks from lexer states (a bool [V] each: 256 KB at 262k tokens) and past
+# lexeme boundaries (token ids)
+_ROOT_WALK_BYTES, _PATH_WALK_BYTES = 128 << 20, 64 << 20
+_STORES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _shared_walks(index) -> _SharedWalks:
     """The walks from the trie root keyed by lexer-state content, shared by every grammar on one vocabulary."""
-    walks = _WALKS.get(index)
-    if walks is None:
-        walks = _WALKS[index] = OrderedDict()
-    return walks
+    return _stores(index)[0]
+
+
+def _shared_paths(index) -> _SharedWalks:
+    """The walks past lexeme boundaries keyed by lexing-path content, shared by every grammar on one vocabulary."""
+    return _stores(index)[1]
+
+
+def _stores(index) -> tuple[_SharedWalks, _SharedWalks]:
+    stores = _STORES.get(index)
+    if stores is None:
+        stores = _STORES[index] = (_SharedWalks(_ROOT_WALK_BYTES), _SharedWalks(_PATH_WALK_BYTES))
+    return stores

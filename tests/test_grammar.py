@@ -292,6 +292,42 @@ def test_walks_shared_across_grammars_keep_each_grammars_terminals(llama_vocab):
     assert len(other._shared) == before  # the string state's walk was the first grammar's
 
 
+def test_walks_past_boundaries_are_shared_across_grammars_numbered_differently(llama_vocab):
+    """The walk past a lexeme boundary is shared by the lexing path's content: a second grammar whose terminals
+    are numbered the other way round reuses the first one's walk and still gets its exact mask."""
+    first = Grammar('start: "<" NUM ">" | "x"\nNUM: /[0-9]+/').bind(llama_vocab)
+    other = Grammar('start: "x" | "<" NUM ">"\nNUM: /[0-9]+/').bind(llama_vocab)
+    lt, digit = llama_vocab.token_bytes.index(b"<"), llama_vocab.token_bytes.index(b"7")
+    first.mask(first.advance(first.advance(first.start(), lt), digit))
+    state = other.advance(other.advance(other.start(), lt), digit)
+    before = len(other._shared_paths)
+    np.testing.assert_array_equal(other.mask(state).numpy(), brute_force_mask(other, state))
+    assert len(other._shared_paths) == before > 0
+
+
+def test_boundaries_ending_different_terminals_into_the_same_lexer_state_are_walked_apart(llama_vocab):
+    """From one lexer state two lexemes ("o" as A, "on" as B) end into the same next state (a word): their walks
+    past the boundary differ only by the terminals ended, which must key them apart ("oi" and "one")."""
+    tokens = Grammar('start: (A | B) C\nA: "o"\nB: "on"\nC: /[a-z]+/').bind(llama_vocab)
+    state = tokens.start()
+    np.testing.assert_array_equal(tokens.mask(state).numpy(), brute_force_mask(tokens, state))
+
+
+def test_states_taking_the_same_lexing_paths_share_one_exact_mask(llama_vocab):
+    """Two states with different charts but the same lexer state and the same lexing paths past it (inside the
+    first and the second number of a list) get the same mask object, exact for both."""
+    tokens = Grammar('start: "[" NUM ("," NUM)* "]"\nNUM: /[0-9]+/').bind(llama_vocab)
+    ids = {text: llama_vocab.token_bytes.index(text.encode()) for text in ("[", "1", ",", "2")}
+    first = tokens.advance(tokens.advance(tokens.start(), ids["["]), ids["1"])
+    second = first
+    for text in (",", "2"):
+        second = tokens.advance(second, ids[text])
+    assert first != second
+    assert tokens.mask(first) is tokens.mask(second)
+    for state in (first, second):
+        np.testing.assert_array_equal(tokens.mask(state).numpy(), brute_force_mask(tokens, state))
+
+
 def test_a_token_of_no_bytes_keeps_the_state(llama_vocab):
     """A non-special token of no bytes (possible in an added-tokens list) is allowed wherever it keeps a state."""
     vocab = copy.copy(llama_vocab)
