@@ -318,38 +318,29 @@ class TokenGrammar(TokenConstraint):
         """bool ``[V]``: the tokens ``advance`` keeps alive, and EOS ids iff ``state`` accepts."""
         if self.is_dead(state):
             return torch.zeros(self.vocabulary.size, dtype=torch.bool, device=self.device)
-        cached = self._masks.get(state)
+        cached = _recall(self._masks, state)
         if cached is not None:
-            self._masks.move_to_end(state)
             return cached
         inside, boundaries = self._inner_walk(state.lex)
         taken: list[tuple] = []
         self._cross(state.chart, (state.lex,), boundaries, taken)
         signature = (state.lex, tuple(taken), self.parser.accepts(state))
-        mask = self._by_signature.get(signature)
+        mask = _recall(self._by_signature, signature)
         if mask is None:
             out = inside.copy()
             for key in taken:
                 out[self._paths[key][0]] = True
             out[self._eos] = signature[2]
-            mask = self._by_signature[signature] = torch.from_numpy(out).to(self.device)
-            if len(self._by_signature) > 256:
-                self._by_signature.popitem(last=False)
-        else:
-            self._by_signature.move_to_end(signature)
-        self._masks[state] = mask
-        if len(self._masks) > 256:
-            self._masks.popitem(last=False)
-        return mask
+            mask = _remember(self._by_signature, signature, torch.from_numpy(out).to(self.device))
+        return _remember(self._masks, state, mask)
 
     def _inner_walk(self, lex: int) -> tuple[np.ndarray, dict[tuple, np.ndarray]]:
         """bool ``[V]``: the tokens that stay inside the lexeme from lexer state ``lex``; and the boundaries keyed by
         the terminals the lexeme matches there. Memoised per state here (the last 256), and across grammars on the
         same vocabulary by the state's content (:func:`_shared_walks`): a JSON string or number terminal is walked
         once per process, not once per schema."""
-        cached = self._inner.get(lex)
+        cached = _recall(self._inner, lex)
         if cached is None:
-            terminals = self.parser.cfg.terminals
             key = self._content(lex)
             shared = self._shared.get(key)
             if shared is None:
@@ -358,15 +349,10 @@ class TokenGrammar(TokenConstraint):
                 inside[tokens] = True
                 inside[self._walker.empty_tokens] = True  # no bytes: the state stays as it is
                 inside.flags.writeable = False  # shared: masks copy it
-                by_language = self._grouped(boundaries, lambda accepted: frozenset(terminals[t] for t in accepted))
-                shared = (inside, by_language)
+                shared = (inside, self._by_language(boundaries))
                 self._shared.put(key, shared)
             inside, by_language = shared
-            cached = self._inner[lex] = (inside, self._local(by_language))
-            if len(self._inner) > 256:
-                self._inner.popitem(last=False)
-        else:
-            self._inner.move_to_end(lex)
+            cached = _remember(self._inner, lex, (inside, self._local(by_language)))
         return cached
 
     def _content(self, lex: int) -> tuple:
@@ -377,6 +363,7 @@ class TokenGrammar(TokenConstraint):
         return content
 
     def _languages(self, terminals) -> frozenset:
+        """The terminals' languages: how walks shared across grammars name them."""
         return frozenset(self.parser.cfg.terminals[t] for t in terminals)
 
     def _local(self, by_language: dict[frozenset, np.ndarray]) -> dict[tuple, np.ndarray]:
@@ -392,18 +379,16 @@ class TokenGrammar(TokenConstraint):
         shared = self._shared_paths.get(shared_key)
         if shared is None:
             tokens, more = self._walker.walk(nodes, key[-1])
-            terminals = self.parser.cfg.terminals
-            shared = (tokens.astype(np.int32), self._grouped(more, lambda accepted: frozenset(terminals[t]
-                                                                                              for t in accepted)))
+            shared = (tokens.astype(np.int32), self._by_language(more))
             self._shared_paths.put(shared_key, shared)
         tokens, by_language = shared
         return tokens, self._local(by_language)
 
-    def _grouped(self, boundaries: dict[int, np.ndarray], key) -> dict:
-        """Boundary nodes regrouped by ``key(terminals the lexeme matches)``."""
+    def _by_language(self, boundaries: dict[int, np.ndarray]) -> dict[frozenset, np.ndarray]:
+        """Boundary nodes regrouped by the languages of the terminals the lexeme matches there."""
         grouped: dict = {}
         for end, nodes in boundaries.items():
-            grouped.setdefault(key(self.parser.lexer.accepts[end]), []).append(nodes)
+            grouped.setdefault(self._languages(self.parser.lexer.accepts[end]), []).append(nodes)
         return {k: np.concatenate(parts) for k, parts in grouped.items()}
 
     def _cross(self, chart: Chart, path: tuple, boundaries: dict[tuple, np.ndarray], taken: list[tuple]) -> None:
@@ -438,16 +423,29 @@ class _SharedWalks:
         return len(self._walks)
 
     def get(self, key: tuple):
-        walk = self._walks.get(key)
-        if walk is not None:
-            self._walks.move_to_end(key)
-        return walk
+        return _recall(self._walks, key)
 
     def put(self, key: tuple, walk: tuple[np.ndarray, dict]) -> None:
         self._walks[key] = walk
         self.bytes += _size(walk)
         while self.bytes > self.max_bytes and len(self._walks) > 1:
             self.bytes -= _size(self._walks.popitem(last=False)[1])
+
+
+def _recall(cache: OrderedDict, key):
+    """``cache[key]`` (None if absent), marked most recently used."""
+    value = cache.get(key)
+    if value is not None:
+        cache.move_to_end(key)
+    return value
+
+
+def _remember(cache: OrderedDict, key, value, limit: int = 256):
+    """Store ``value`` under ``key``, dropping the least recently used entry past ``limit``; returns ``value``."""
+    cache[key] = value
+    if len(cache) > limit:
+        cache.popitem(last=False)
+    return value
 
 
 def _size(walk: tuple[np.ndarray, dict]) -> int:
