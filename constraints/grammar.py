@@ -230,7 +230,7 @@ class TokenGrammar(TokenConstraint):
         self.vocabulary = vocabulary
         self.device = torch.device(device)
         self._index = index = vocabulary_index(vocabulary)
-        self._walker = TrieWalker(index.trie, parser.lexer, vocabulary.size)
+        self._walker = TrieWalker(index.trie, parser.lexer)
         self._eos = np.asarray(vocabulary.eos_token_ids, dtype=np.int64)
         self._inner: OrderedDict = OrderedDict()
         self._shared = _shared_walks(index)

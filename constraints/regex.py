@@ -113,7 +113,7 @@ class TokenAutomaton(TokenConstraint):
         self.vocabulary = vocabulary
         self.device = torch.device(device)
         self._index = index = vocabulary_index(vocabulary)
-        self._walker = TrieWalker(index.trie, self.lexer, vocabulary.size)
+        self._walker = TrieWalker(index.trie, self.lexer)
         self._eos = np.asarray(vocabulary.eos_token_ids, dtype=np.int64)
         self._is_eos = np.zeros(len(index.special), dtype=bool)
         self._is_eos[self._eos] = True

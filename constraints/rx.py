@@ -28,7 +28,7 @@ import functools
 import re
 import sys
 from operator import itemgetter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from decoding.constraints.re_parser import constants as _sre_constants
 from decoding.constraints.re_parser import parser as _sre_parser
@@ -96,6 +96,7 @@ def _make(kind: int, args: tuple, nullable: bool) -> Rx:
 
 EMPTY = _make(_EMPTY, (), False)
 EPSILON = _make(_EPS, (), True)
+_SINGLE = [_make(_BYTES, (1 << b,), False) for b in range(256)]  # each byte alone
 
 
 # --- constructors -----------------------------------------------------------------------------------------------
@@ -113,8 +114,20 @@ def any_byte() -> Rx:
 
 def literal(text: str | bytes) -> Rx:
     """Exactly ``text`` (a ``str`` is UTF-8 encoded)."""
-    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
-    return concat(*(byte_set(1 << b) for b in data))
+    return _chain(_utf8(text), EPSILON)
+
+
+def _utf8(text: str | bytes) -> bytes:
+    return text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+
+
+def _chain(data: bytes, tail: Rx) -> Rx:
+    """``data`` then ``tail`` (not EMPTY): what ``concat`` builds, made directly, since a byte is never nullable
+    nor a concatenation (literals are most of a schema's terminals and keys)."""
+    out = tail
+    for b in reversed(data):
+        out = _SINGLE[b] if out is EPSILON else _make(_CAT, (_SINGLE[b], out), False)
+    return out
 
 
 def concat(*parts: Rx) -> Rx:
@@ -309,15 +322,21 @@ def literals(texts: Iterable[str | bytes]) -> Rx:
     trie: dict = {}
     for text in texts:
         node = trie
-        for b in text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text):
+        for b in _utf8(text):
             node = node.setdefault(b, {})
         node[None] = True
 
     def build(node: dict) -> Rx:
-        options = [concat(byte_set(1 << b), build(child)) for b, child in node.items() if b is not None]
-        return alt(*options, *([EPSILON] if None in node else []))
+        run = bytearray()  # a chain of single children is one _chain
+        while len(node) == 1 and None not in node:
+            (b, node), = node.items()
+            run.append(b)
+        options = [_chain(bytes([b]), build(child)) for b, child in node.items() if b is not None]
+        if None in node:
+            options.append(EPSILON)
+        return _chain(bytes(run), options[0] if len(options) == 1 else alt(*options))
 
-    return build(trie)
+    return build(trie) if trie else EMPTY
 
 
 # --- derivatives, byte classes, matching --------------------------------------------------------------------------
@@ -438,7 +457,7 @@ def _search_live(r: Rx, budget: int) -> bool:
     """Depth first over derivatives (a short accepted string is usually found in a few steps)."""
     if r is EMPTY:
         return False
-    if not r._has_boolean or r.nullable:
+    if not r._has_boolean or r.nullable or _witnessed(r):
         return True
     seen, stack = {r}, [r]
     while stack and len(seen) < budget:
@@ -459,6 +478,37 @@ def _search_live(r: Rx, budget: int) -> bool:
     for node in seen:
         node._live = False
     return False
+
+
+def _witnessed(r: Rx, budget: int = 64) -> bool:
+    """A cheap proof that ``A & B & ~C & ~D...`` (each part without ``inter``/``neg``) is live: a short string of
+    ``A`` that the other parts accept. Free keys (any string but the named keys) are proved live by their first
+    candidate, ``""``, where the derivative search builds a row of new states per byte."""
+    parts = r.args[0] if r.kind == _AND else (r,)
+    positive = [p for p in parts if p.kind != _NOT]
+    negative = [p.args[0] for p in parts if p.kind == _NOT]
+    if not positive or any(p._has_boolean for p in positive + negative):
+        return False
+    return any(all(matches(p, text) for p in positive[1:]) and not any(matches(n, text) for n in negative)
+               for text in _shortest(positive[0], budget))
+
+
+def _shortest(r: Rx, budget: int) -> Iterator[bytes]:
+    """Strings of ``r`` (boolean-free), shortest first: breadth first over derivatives, one byte per byte class,
+    ``budget`` prefixes expanded at most."""
+    frontier = [(r, b"")]
+    while frontier:
+        nxt = []
+        for node, text in frontier:
+            if node.nullable:
+                yield text
+            budget -= 1
+            if budget < 0:
+                return
+            row = node.row()
+            nxt += [(row[b], text + bytes([b])) for b in (((m & -m).bit_length() - 1) for m in node.classes())
+                    if row[b] is not EMPTY]
+        frontier = nxt
 
 
 # --- Python regular-expression syntax -------------------------------------------------------------------------

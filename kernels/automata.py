@@ -18,6 +18,7 @@ Shapes: ``table`` int32 ``[S, 256]``; ``flat`` uint8 (all token bytes concatenat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from numba import njit
@@ -145,6 +146,16 @@ class Trie:
     @property
     def n_nodes(self) -> int:
         return len(self.byte)
+
+    @cached_property
+    def root_children(self) -> np.ndarray:
+        """int64: the nodes one byte deep (where every walk from the root starts); computed once per trie."""
+        return np.flatnonzero(self.depth == 1).astype(np.int64)
+
+    @cached_property
+    def empty_tokens(self) -> np.ndarray:
+        """The tokens at the root: in the trie (not special) but without bytes."""
+        return self.token_ids[self.token_offsets[0]:self.token_offsets[1]]
 
 
 @njit(cache=True, nogil=True)

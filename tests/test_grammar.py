@@ -61,6 +61,23 @@ def test_rx_boolean_operators_and_counters():
     assert not rx.matches(big, "ab" * 2999) and not rx.matches(big, "ab" * 5001)
 
 
+def test_rx_liveness_of_differences_and_intersections_is_exact():
+    """``is_live`` proves most differences live by a short witness (``_witnessed``) before its derivative search:
+    both must agree with brute force over the strings of length <= 6 (enough: every language here that has a
+    string has one that short)."""
+    words = ["".join(w) for n in range(7) for w in itertools.product("ab", repeat=n)]
+    patterns = ["a*", "(ab)+", "a|b", "[ab]{2}", "a{0,3}", "b(a|b)", ""]
+    finite = [[], [""], ["a"], ["a", "b"], ["ab", "ba", "aa", "bb"], ["", "a", "aa", "aaa"], ["ab"]]
+    for pattern, other, excluded in itertools.product(patterns, patterns, finite):
+        for r, truth in [
+            (rx.difference(rx.from_regex(pattern), rx.literals(excluded)),
+             any(re.fullmatch(pattern, w) and w not in excluded for w in words)),
+            (rx.inter(rx.from_regex(pattern), rx.difference(rx.from_regex(other), rx.literals(excluded))),
+             any(re.fullmatch(pattern, w) and re.fullmatch(other, w) and w not in excluded for w in words)),
+        ]:
+            assert rx.is_live(r) == truth, (pattern, other, excluded)
+
+
 def test_rx_char_classes_are_utf8_exact():
     c = rx.char_class([(0x80, 0x10FFFF)])
     for cp in itertools.chain(range(0, 0x3000, 7), range(0xD000, 0xE100, 3), range(0x10000, 0x110000, 997)):
