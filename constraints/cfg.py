@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from decoding.constraints import rx
 
-__all__ = ["Cfg", "GrammarBuilder", "GrammarError"]
+__all__ = ["Cfg", "GrammarBuilder", "GrammarError", "deriving"]
 
 
 class GrammarError(ValueError):
@@ -137,19 +137,32 @@ class GrammarBuilder:
                 optional[~t] = len(names)
                 names.append(f"{self._terminal_names[t]}?")
                 rules += [(optional[~t], (~t,)), (optional[~t], ())]
-        rules += [(lhs, tuple(optional.get(s, s) for s in rhs)) for lhs, rhs in self._rules]
+        rules += [(lhs, tuple(optional.get(s, s) for s in rhs)) for lhs, rhs in self._rules] if optional \
+            else self._rules
         return terminals, rules, names
 
 
 def _productive_rules(rules: list, live_terminals: list[bool]) -> list:
-    """The rules whose every symbol derives some text: a worklist over the rules waiting on each nonterminal, so
-    each rule is looked at once per nonterminal in its body (linear, even for long chains of rules)."""
-    missing = []  # per rule, how many distinct nonterminals of its body are not yet known productive
+    """The rules whose every symbol derives some text."""
+    return [rules[r] for r in deriving(rules, live_terminals)[1]]
+
+
+def deriving(rules: Sequence[tuple[int, tuple[int, ...]]], usable: Sequence[bool]) -> tuple[set[int], list[int]]:
+    """The nonterminals that derive a string of usable terminals only (``usable[t]``; none usable: the empty
+    string), and the indices of the rules all of whose symbols do. A worklist over the rules waiting on each
+    nonterminal, so each rule is looked at once per nonterminal in its body (linear, even for long chains of rules).
+
+    Example:
+        >>> deriving([(0, (1, ~0)), (1, ()), (2, (2,))], [True])       # 2 -> 2 never ends
+        ({0, 1}, [0, 1])
+    """
+    dead = {~t for t, ok in enumerate(usable) if not ok}
+    missing = []  # per rule, how many distinct nonterminals of its body are not yet known to derive
     waiting: dict[int, list[int]] = {}
     agenda = []
     for r, (lhs, rhs) in enumerate(rules):
-        if not all(live_terminals[~s] for s in rhs if s < 0):
-            missing.append(-1)  # a dead terminal: never productive
+        if dead and not dead.isdisjoint(rhs):
+            missing.append(-1)  # an unusable terminal: never
             continue
         body = {s for s in rhs if s >= 0}
         missing.append(len(body))
@@ -157,18 +170,17 @@ def _productive_rules(rules: list, live_terminals: list[bool]) -> list:
             waiting.setdefault(s, []).append(r)
         if not body:
             agenda.append(lhs)
-    productive: set[int] = set()
+    found: set[int] = set()
     while agenda:
         a = agenda.pop()
-        if a in productive:
+        if a in found:
             continue
-        productive.add(a)
+        found.add(a)
         for r in waiting.get(a, ()):
             missing[r] -= 1
             if missing[r] == 0:
                 agenda.append(rules[r][0])
-    return [(lhs, rhs) for lhs, rhs in rules
-            if lhs in productive and all(live_terminals[~s] if s < 0 else s in productive for s in rhs)]
+    return found, [r for r, m in enumerate(missing) if m == 0]
 
 
 def _reachable_rules(rules: list, start: int) -> list:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable
 
-from decoding.constraints.cfg import Cfg
+from decoding.constraints.cfg import Cfg, deriving
 
 __all__ = ["Chart", "EarleySet", "EarleyTables"]
 
@@ -87,12 +87,8 @@ class EarleyTables:
 
 def _nullable(cfg: Cfg) -> list[bool]:
     nullable = [False] * len(cfg.nonterminals)
-    changed = True
-    while changed:
-        changed = False
-        for lhs, rhs in cfg.rules:
-            if not nullable[lhs] and all(s >= 0 and nullable[s] for s in rhs):
-                nullable[lhs] = changed = True
+    for a in deriving(cfg.rules, [False] * len(cfg.terminals))[0]:
+        nullable[a] = True
     return nullable
 
 

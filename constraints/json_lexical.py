@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+from json.encoder import encode_basestring
 from decimal import Decimal
 from typing import Any
 
@@ -75,6 +76,8 @@ def quoted(content: rx.Rx) -> rx.Rx:
 
 def dumps(value: Any) -> str:
     """Compact JSON text of ``value``, non-ASCII characters raw (the canonical spelling)."""
+    if isinstance(value, str):  # what json.dumps does for a str, without its encoder set-up (keys are most calls)
+        return encode_basestring(value)
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 

@@ -80,6 +80,9 @@ MAX_SPAN = 64  # how far maxItems/maxProperties are honoured above the lower bou
 _MULTIPLES_KEPT = 100
 _JSON_SPACE = rx.from_regex(r"[ \t\n\r]*")
 _SCALARS = frozenset({"null", "boolean", "string", "integer", "fraction"})
+_NUMERIC = frozenset({"integer", "fraction"})
+_NULL, _BOOLEAN = rx.literal("null"), rx.literals(["true", "false"])
+_SCALAR_LANGUAGES: dict[tuple, rx.Rx] = {}  # see _Translator.scalars
 
 
 class JsonSchema(Grammar):
@@ -191,9 +194,11 @@ class _Translator:
 
     def build(self) -> Cfg:
         start = self.value(self.normal.root_node())
+        if start < 0:  # a scalar schema: its terminal under a start rule
+            start, terminal = self.nonterminal("value", ""), start
+            self.g.rule(start, [terminal])
         while self.queue:
-            nt, node = self.queue.popleft()
-            self.define_value(nt, node)
+            self.define_value(*self.queue.popleft())
         self.cfg = self.g.build(start)
         return self.cfg
 
@@ -220,18 +225,29 @@ class _Translator:
 
     # -- values ----------------------------------------------------------------------------------------------------
     def value(self, node: Node) -> int:
-        """The rule of ``node``'s values (defined later, so that recursion finds it)."""
-        nt = self.values.get(node)
-        if nt is None:
-            ptrs = sorted(self.normal.pointers[sid] for sid, _ in node)
-            nt = self.values[node] = self.nonterminal("value", ptrs[0] if ptrs else "")
-            self.queue.append((nt, node))
-        return nt
+        """The symbol of ``node``'s values: the terminal of its scalars when it has no other values (no unit rule:
+        fewer rules to build and for the parser to predict), else a rule, defined later so that recursion finds
+        it."""
+        symbol = self.values.get(node)
+        if symbol is None:
+            flats = self.normal.alternatives(node)
+            scalars = self.scalar_terminal(flats)
+            if scalars is not None and all(f.types <= _SCALARS for f in flats):
+                symbol = scalars
+            else:
+                ptrs = sorted(self.normal.pointers[sid] for sid, _ in node)
+                symbol = self.nonterminal("value", ptrs[0] if ptrs else "")
+                self.queue.append((symbol, flats, scalars))
+            self.values[node] = symbol
+        return symbol
 
-    def define_value(self, nt: int, node: Node) -> None:
-        flats = self.normal.alternatives(node)
+    def scalar_terminal(self, flats: list[Flat]) -> int | None:
+        """The one terminal of all the scalar values of ``flats``; None when they have none."""
         scalars = rx.alt(*(self.scalars(f) for f in flats))
-        alternatives = [[self.terminal(scalars, f"scalar@{at(flats[0].ptr)}")]] if scalars is not rx.EMPTY else []
+        return None if scalars is rx.EMPTY else self.terminal(scalars, f"scalar@{at(flats[0].ptr)}")
+
+    def define_value(self, nt: int, flats: list[Flat], scalars: int | None) -> None:
+        alternatives = [[scalars]] if scalars is not None else []
         for f in flats:
             self.clock.check(f.ptr)
             if f.enum is not None:
@@ -278,14 +294,26 @@ class _Translator:
 
     # -- scalars ---------------------------------------------------------------------------------------------------
     def scalars(self, f: Flat, types: frozenset = _SCALARS) -> rx.Rx:
-        """One terminal for all the scalar values of ``f`` of ``types``."""
+        """One terminal for all the scalar values of ``f`` of ``types``; without ``enum`` or its complement, a
+        function of the string and number keywords alone, memoised across schemas (most are the same few)."""
         types = f.types & types
         if not types:
             return rx.EMPTY
-        language = rx.alt(rx.literal("null") if "null" in types else rx.EMPTY,
-                          rx.literals(["true", "false"]) if "boolean" in types else rx.EMPTY,
+        if f.enum is not None or f.not_enum:
+            return self.enumerated_scalars(f, types)
+        key = (types, f.min_length, f.max_length, tuple(f.patterns), tuple(f.formats), tuple(f.not_patterns),
+               f.lower, f.upper, tuple(f.multiples), tuple(f.not_multiples))
+        language = _SCALAR_LANGUAGES.get(key)
+        if language is None:
+            if len(_SCALAR_LANGUAGES) >= 4096:
+                _SCALAR_LANGUAGES.clear()
+            language = _SCALAR_LANGUAGES[key] = self.enumerated_scalars(f, types)
+        return language
+
+    def enumerated_scalars(self, f: Flat, types: frozenset) -> rx.Rx:
+        language = rx.alt(_NULL if "null" in types else rx.EMPTY, _BOOLEAN if "boolean" in types else rx.EMPTY,
                           self.strings(f) if "string" in types else rx.EMPTY,
-                          self.numbers(f, types) if types & {"integer", "fraction"} else rx.EMPTY)
+                          self.numbers(f, types) if types & _NUMERIC else rx.EMPTY)
         if f.enum is not None:
             language = rx.inter(language, literal_values([v for v in f.enum if json_type(v) in types]))
         excluded = [v for v in f.not_enum if json_type(v) in _SCALARS]

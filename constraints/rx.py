@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import re
 import sys
+import weakref
 from operator import itemgetter
 from collections.abc import Iterable, Iterator
 
@@ -88,10 +89,19 @@ def _make(kind: int, args: tuple, nullable: bool) -> Rx:
         node = Rx()
         node.kind, node.args, node.nullable, node.id = kind, args, nullable, len(_TABLE)
         node._classes = node._row = node._live = None
-        node._has_boolean = kind in (_AND, _NOT) or any(
-            isinstance(a, Rx) and a._has_boolean for a in (args[0] if kind in (_OR, _AND) else args))
+        node._has_boolean = _has_boolean(kind, args)
         _TABLE[key] = node
     return node
+
+
+def _has_boolean(kind: int, args: tuple) -> bool:
+    if kind == _CAT:
+        return args[0]._has_boolean or args[1]._has_boolean
+    if kind == _OR:
+        return any(p._has_boolean for p in args[0])
+    if kind == _REP:
+        return args[0]._has_boolean
+    return kind in (_AND, _NOT)
 
 
 EMPTY = _make(_EMPTY, (), False)
@@ -318,11 +328,17 @@ def _intersect_ranges(a: list, b: list) -> list:
 
 
 def literals(texts: Iterable[str | bytes]) -> Rx:
-    """The union of literal strings, factored as a trie (shared prefixes are one path)."""
+    """The union of literal strings: up to 16, the union of their :func:`literal` expressions (the ones a grammar
+    builds for them anyway, as key terminals); more, factored as a trie (shared prefixes are one path)."""
+    strings = dict.fromkeys(map(_utf8, texts))  # in order: ids, so the expression's structure, are reproducible
+    if len(strings) <= 16:
+        out = alt(*(_chain(data, EPSILON) for data in strings))
+        _FINITE[out] = frozenset(strings)
+        return out
     trie: dict = {}
-    for text in texts:
+    for data in strings:
         node = trie
-        for b in _utf8(text):
+        for b in data:
             node = node.setdefault(b, {})
         node[None] = True
 
@@ -336,7 +352,13 @@ def literals(texts: Iterable[str | bytes]) -> Rx:
             options.append(EPSILON)
         return _chain(bytes(run), options[0] if len(options) == 1 else alt(*options))
 
-    return build(trie) if trie else EMPTY
+    out = build(trie) if trie else EMPTY
+    _FINITE[out] = frozenset(strings)
+    return out
+
+
+# the strings of expressions built by ``literals`` (a set lookup where matching would derive new states)
+_FINITE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 # --- derivatives, byte classes, matching --------------------------------------------------------------------------
@@ -489,8 +511,36 @@ def _witnessed(r: Rx, budget: int = 64) -> bool:
     negative = [p.args[0] for p in parts if p.kind == _NOT]
     if not positive or any(p._has_boolean for p in positive + negative):
         return False
-    return any(all(matches(p, text) for p in positive[1:]) and not any(matches(n, text) for n in negative)
+    if len(positive) == 1 and not _finite(positive[0]) and all(_finite(n) for n in negative):
+        return True  # an infinite language minus finitely many strings: a lexer inside a free key, every byte
+    return any(all(matches(p, text) for p in positive[1:]) and not any(_accepts(n, text) for n in negative)
                for text in _shortest(positive[0], budget))
+
+
+def _finite(r: Rx) -> bool:
+    """Whether ``r`` (boolean-free, so every sub-expression but EMPTY matches something) matches finitely many
+    strings (memoised)."""
+    out = _FINITENESS.get(r)
+    if out is None:
+        kind, args = r.kind, r.args
+        if kind == _CAT:
+            out = _finite(args[0]) and _finite(args[1])
+        elif kind == _OR:
+            out = all(_finite(p) for p in args[0])
+        elif kind == _REP:
+            out = _finite(args[0]) and (args[2] is not None or args[0] is EPSILON)
+        else:
+            out = True
+        _FINITENESS[r] = out
+    return out
+
+
+_FINITENESS: dict[Rx, bool] = {}
+
+
+def _accepts(r: Rx, text: bytes) -> bool:
+    finite = _FINITE.get(r)
+    return text in finite if finite is not None else matches(r, text)
 
 
 def _shortest(r: Rx, budget: int) -> Iterator[bytes]:

@@ -341,6 +341,38 @@ def test_recursion_is_rules_not_unrolling():
     assert len(c.cfg.rules) < 40
 
 
+def test_scalar_values_are_terminals_not_unit_rules():
+    """A value with scalars only is its terminal in the rules that use it: no ``value -> terminal`` rule."""
+    schema = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer", "minimum": 1}},
+              "required": ["a", "b"], "additionalProperties": False}
+    cfg = schema_to_cfg(schema)
+    assert not [rhs for _, rhs in cfg.rules if len(rhs) == 1 and rhs[0] < 0]
+    assert JsonSchema(schema).matches('{"a":"x","b":2}') and not JsonSchema(schema).matches('{"a":"x","b":0}')
+    scalar = schema_to_cfg({"type": "string", "maxLength": 2})  # a scalar schema: a start rule over its terminal
+    assert JsonSchema({"type": "string", "maxLength": 2}).matches('"ab"') and len(scalar.rules) == 1
+
+
+@pytest.mark.parametrize("extra, valid, invalid", [
+    ({}, '"abcdef"', "1"),
+    ({"minLength": 3}, '"abc"', '"ab"'),
+    ({"maxLength": 2}, '"ab"', '"abc"'),
+    ({"pattern": "^a+$"}, '"aa"', '"ab"'),
+    ({"format": "date"}, '"2024-01-31"', '"2024-1-31"'),
+    ({"type": ["string", "integer"], "minimum": 5}, "5", "4"),
+    ({"type": "integer", "maximum": 5}, "5", "6"),
+    ({"type": "integer", "exclusiveMaximum": 5}, "4", "5"),
+    ({"type": "integer", "multipleOf": 3}, "6", "7"),
+    ({"type": "number", "minimum": 0.5}, "0.5", "0.4"),
+    ({"type": "integer", "not": {"multipleOf": 2}}, "3", "4"),
+    ({"type": "string", "not": {"pattern": "^b"}}, '"ab"', '"ba"'),
+])
+def test_scalar_languages_shared_across_schemas_stay_exact(extra, valid, invalid):
+    """Scalar languages are memoised across schemas by their keywords: each variant, compiled after the others in
+    one process, still accepts exactly its own values (fails if the memo's key drops a keyword)."""
+    c = JsonSchema({"type": "string", **extra})
+    assert c.matches(valid) and not c.matches(invalid)
+
+
 def test_strings_are_canonical():
     """One spelling per string: escapes only where JSON needs them, lower-case hex, no surrogate escapes."""
     c = JsonSchema({"type": "string", "maxLength": 1})
