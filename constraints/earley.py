@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable
 
 from decoding.constraints.cfg import Cfg, deriving
@@ -55,11 +54,12 @@ class EarleyTables:
             self.next_symbol.append(_END)
             self.lhs.append(lhs)
         self.nullable = _nullable(cfg)
-        self._predicted: dict[frozenset, dict[int, tuple[int, ...]]] = {}
+        self._predicted: dict[frozenset, tuple[dict[int, tuple[int, ...]], frozenset]] = {}
 
-    def predicted(self, roots: frozenset) -> dict[int, tuple[int, ...]]:
+    def predicted(self, roots: frozenset) -> tuple[dict[int, tuple[int, ...]], frozenset]:
         """The items a set predicts for the nonterminals ``roots``, transitively (their origin is the set itself),
-        grouped by the symbol they wait for. Depends on nothing but ``roots``, so it is memoised."""
+        grouped by the symbol they wait for; and the terminals they wait for. Depends on nothing but ``roots``, so
+        it is memoised."""
         out = self._predicted.get(roots)
         if out is None:
             waiting: dict[int, list[int]] = {}
@@ -81,7 +81,8 @@ class EarleyTables:
                         agenda += self.predictions[symbol]
                     if self.nullable[symbol]:
                         agenda.append(item + 1)
-            out = self._predicted[roots] = {symbol: tuple(items) for symbol, items in waiting.items()}
+            out = self._predicted[roots] = ({symbol: tuple(items) for symbol, items in waiting.items()},
+                                            frozenset(~s for s in waiting if s < 0))
         return out
 
 
@@ -108,12 +109,13 @@ class EarleySet:
 
     __slots__ = ("index", "carried", "predicted", "allowed", "accepts", "lexer_start", "_waiting")
 
-    def __init__(self, index: int, carried: dict[int, list[tuple[int, int]]], predicted: dict[int, tuple[int, ...]],
-                 accepts: bool):
+    def __init__(self, index: int, carried: dict[int, list[tuple[int, int]]],
+                 predicted: tuple[dict[int, tuple[int, ...]], frozenset], accepts: bool):
         self.index = index
         self.carried = carried
-        self.predicted = predicted
-        self.allowed = frozenset(~s for s in itertools.chain(carried, predicted) if s < 0)
+        self.predicted, allowed = predicted
+        scanned = [~s for s in carried if s < 0]
+        self.allowed = allowed.union(scanned) if scanned else allowed  # shared by sets predicting alike
         self.accepts = accepts
         self.lexer_start: int | None = None
         self._waiting: dict[int, list[tuple[int, int]]] = {}

@@ -21,12 +21,29 @@ _LEGACY = ("draft-03", "draft-04", "draft-06", "draft-07")  # $ref ignores its s
 
 
 def local_refs(root: dict) -> dict:
-    """A copy of ``root`` whose in-document ``$ref`` values are ``"#" + pointer from the root``."""
+    """A copy of ``root`` whose in-document ``$ref`` values are ``"#" + pointer from the root``; ``root`` itself
+    when it holds no ``$ref`` (nothing to rewrite: most schemas, so no copy and no walk)."""
+    if not _has_ref(root):
+        return root
     doc = _copy(root)
     index = _Index(doc)
     for node, base in index.refs:
         node["$ref"] = index.resolve(node["$ref"], base)
     return doc
+
+
+def _has_ref(value: Any) -> bool:
+    """Whether some object inside ``value`` has a ``$ref`` key (data included: a superset is enough here)."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return True
+            stack += node.values()
+        elif isinstance(node, list):
+            stack += node
+    return False
 
 
 def _copy(value: Any) -> Any:
