@@ -149,8 +149,8 @@ class ByteParser:
     def lexeme_start(self, chart: Chart) -> int:
         """The lexer state of an empty lexeme after ``chart`` (memoised on the chart's last set)."""
         last = chart.last
-        if last.lexer_start is None:
-            last.lexer_start = self.lexer.start(last.allowed | self.ignore)
+        if last.lexer_start is None:  # sets predicting alike share one allowed set, and so its hash
+            last.lexer_start = self.lexer.start(last.allowed | self.ignore if self.ignore else last.allowed)
         return last.lexer_start
 
     def end_lexeme(self, chart: Chart, accepted: tuple[int, ...]) -> Chart | None:
