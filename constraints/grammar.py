@@ -215,9 +215,9 @@ class ByteParser:
 class TokenGrammar(TokenConstraint):
     """A grammar over a vocabulary's token ids; states are :class:`GrammarState` values, ``DEAD`` is ``-1``.
 
-    Masks are memoised at four depths: per state (the last 256 masks); per *signature*, the lexer state and the
-    lexing paths the parser takes past it (states with different charts but the same signature share one mask
-    tensor); per lexer state (the tokens that stay in the current lexeme, and where the others cross a
+    Masks are memoised at four depths: per state (the last 256 masks); per *signature*, the content of the lexer
+    state and of the lexing paths the parser takes past it (states with different charts, in this grammar or
+    another on the same vocabulary, share one mask tensor: the last 512); per lexer state (the tokens that stay in the current lexeme, and where the others cross a
     boundary); and per lexing path past boundaries: the key ``(lex, terminals ended, next start state, ...)``
     fixes which subtrees are walked from which lexer state, so a walk past a boundary is done once per path and
     reused by every chart that takes it. Walks are also shared across grammars on one vocabulary, keyed by
@@ -235,11 +235,14 @@ class TokenGrammar(TokenConstraint):
         self._inner: OrderedDict = OrderedDict()
         self._shared = _shared_walks(index)
         self._shared_paths = _shared_paths(index)
-        self._contents: dict[int, tuple] = {}
+        self._contents: dict[int, int] = {}  # lexer state -> interned content
+        self._language_ids: dict[tuple, int] = {}  # terminals -> interned languages
+        self._local_terminals: dict[int, tuple] = {}  # interned languages -> this grammar's terminals
+        self._shared_keys: dict[tuple, tuple] = {}  # lexing path -> its content key
         self._terminal_index = {language: t for t, language in enumerate(parser.cfg.terminals)}
         self._paths: dict[tuple, tuple[np.ndarray, dict[int, np.ndarray]]] = {}
         self._masks: OrderedDict = OrderedDict()
-        self._by_signature: OrderedDict = OrderedDict()  # (lex, lexing paths taken, accepts) -> the same masks
+        self._by_signature = _shared_masks(index)  # (device, content of lex and paths taken, accepts) -> mask
         self._forced: dict = {}
 
     def start(self) -> GrammarState:
@@ -324,14 +327,15 @@ class TokenGrammar(TokenConstraint):
         inside, boundaries = self._inner_walk(state.lex)
         taken: list[tuple] = []
         self._cross(state.chart, (state.lex,), boundaries, taken)
-        signature = (state.lex, tuple(taken), self.parser.accepts(state))
+        accepts = self.parser.accepts(state)
+        signature = (self.device, self._content(state.lex), tuple(map(self._shared_key, taken)), accepts)
         mask = _recall(self._by_signature, signature)
-        if mask is None:
+        if mask is None:  # a new [V] array costs page faults (~0.1 ms at 262k here): shared, they are rarer
             out = inside.copy()
             for key in taken:
                 out[self._paths[key][0]] = True
-            out[self._eos] = signature[2]
-            mask = _remember(self._by_signature, signature, torch.from_numpy(out).to(self.device))
+            out[self._eos] = accepts
+            mask = _remember(self._by_signature, signature, torch.from_numpy(out).to(self.device), _SHARED_MASKS)
         return _remember(self._masks, state, mask)
 
     def _inner_walk(self, lex: int) -> tuple[np.ndarray, dict[tuple, np.ndarray]]:
@@ -355,27 +359,48 @@ class TokenGrammar(TokenConstraint):
             cached = _remember(self._inner, lex, (inside, self._local(by_language)))
         return cached
 
-    def _content(self, lex: int) -> tuple:
-        """The lexer state's content (:meth:`Lexer.content`), memoised: what keys walks across grammars."""
+    def _content(self, lex: int) -> int:
+        """The lexer state's content (:meth:`Lexer.content`), interned (:func:`_interned`): what keys walks across
+        grammars."""
         content = self._contents.get(lex)
         if content is None:
-            content = self._contents[lex] = self.parser.lexer.content(lex)
+            content = self._contents[lex] = _interned(self.parser.lexer.content(lex))
         return content
 
-    def _languages(self, terminals) -> frozenset:
-        """The terminals' languages: how walks shared across grammars name them."""
-        return frozenset(self.parser.cfg.terminals[t] for t in terminals)
+    def _languages(self, terminals: tuple) -> int:
+        """The terminals' languages, interned: how walks shared across grammars name them."""
+        languages = self._language_ids.get(terminals)
+        if languages is None:
+            languages = self._language_ids[terminals] = _interned(
+                frozenset(self.parser.cfg.terminals[t] for t in terminals))
+        return languages
 
-    def _local(self, by_language: dict[frozenset, np.ndarray]) -> dict[tuple, np.ndarray]:
+    def _local(self, by_language: dict[int, np.ndarray]) -> dict[tuple, np.ndarray]:
         """Boundaries keyed by languages (shared across grammars) rekeyed by this grammar's terminal indices."""
-        index = self._terminal_index
-        return {tuple(sorted(index[r] for r in k)): nodes for k, nodes in by_language.items()}
+        return {self._terminals_of(k): nodes for k, nodes in by_language.items()}
+
+    def _terminals_of(self, languages: int) -> tuple:
+        terminals = self._local_terminals.get(languages)
+        if terminals is None:
+            index = self._terminal_index
+            terminals = self._local_terminals[languages] = tuple(sorted(index[r] for r in _INTERNED[languages]))
+        return terminals
+
+    def _shared_key(self, key: tuple) -> tuple:
+        """The content key of the lexing path ``key`` (lexer states, terminals ended, ...), built on its prefix's."""
+        if len(key) == 1:
+            return (self._content(key[0]),)
+        shared = self._shared_keys.get(key)
+        if shared is None:
+            shared = self._shared_keys[key] = self._shared_key(key[:-2]) + (self._languages(key[-2]),
+                                                                              self._content(key[-1]))
+        return shared
 
     def _walk_path(self, key: tuple, nodes: np.ndarray) -> tuple[np.ndarray, dict[tuple, np.ndarray]]:
         """The walk of ``nodes`` from the last lexer state of the lexing path ``key`` (lexer states and the
         terminals ending between them). Shared across grammars on this vocabulary by the path's content: the
         lexer states' contents and the terminals' languages fix which subtrees are walked and how."""
-        shared_key = tuple(self._content(x) if isinstance(x, int) else self._languages(x) for x in key)
+        shared_key = self._shared_key(key)
         shared = self._shared_paths.get(shared_key)
         if shared is None:
             tokens, more = self._walker.walk(nodes, key[-1])
@@ -384,7 +409,7 @@ class TokenGrammar(TokenConstraint):
         tokens, by_language = shared
         return tokens, self._local(by_language)
 
-    def _by_language(self, boundaries: dict[int, np.ndarray]) -> dict[frozenset, np.ndarray]:
+    def _by_language(self, boundaries: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
         """Boundary nodes regrouped by the languages of the terminals the lexeme matches there."""
         grouped: dict = {}
         for end, nodes in boundaries.items():
@@ -432,6 +457,20 @@ class _SharedWalks:
             self.bytes -= _size(self._walks.popitem(last=False)[1])
 
 
+def _interned(value) -> int:
+    """A small int standing for ``value`` (a lexer state's content, a set of terminal languages) in this process:
+    the keys of walks shared across grammars hash as ints, not as nested tuples of expressions."""
+    i = _INTERN_IDS.get(value)
+    if i is None:
+        i = _INTERN_IDS[value] = len(_INTERNED)
+        _INTERNED.append(value)
+    return i
+
+
+_INTERN_IDS: dict = {}
+_INTERNED: list = []  # id -> value
+
+
 def _recall(cache: OrderedDict, key):
     """``cache[key]`` (None if absent), marked most recently used."""
     value = cache.get(key)
@@ -456,6 +495,7 @@ def _size(walk: tuple[np.ndarray, dict]) -> int:
 # per vocabulary across grammars: walks from lexer states (a bool [V] each: 256 KB at 262k tokens) and past
 # lexeme boundaries (token ids)
 _ROOT_WALK_BYTES, _PATH_WALK_BYTES = 128 << 20, 64 << 20
+_SHARED_MASKS = 512  # signature masks per vocabulary (128 MB at 262k tokens)
 _STORES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -469,8 +509,14 @@ def _shared_paths(index) -> _SharedWalks:
     return _stores(index)[1]
 
 
-def _stores(index) -> tuple[_SharedWalks, _SharedWalks]:
+def _shared_masks(index) -> OrderedDict:
+    """Masks keyed by device and content signature (the lexer state's and the taken paths' contents, accepts),
+    shared by every grammar on one vocabulary: the mask is their union, so equal keys mean equal masks."""
+    return _stores(index)[2]
+
+
+def _stores(index) -> tuple[_SharedWalks, _SharedWalks, OrderedDict]:
     stores = _STORES.get(index)
     if stores is None:
-        stores = _STORES[index] = (_SharedWalks(_ROOT_WALK_BYTES), _SharedWalks(_PATH_WALK_BYTES))
+        stores = _STORES[index] = (_SharedWalks(_ROOT_WALK_BYTES), _SharedWalks(_PATH_WALK_BYTES), OrderedDict())
     return stores

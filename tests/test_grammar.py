@@ -21,6 +21,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 
 import decoding as dc
 from decoding.constraints import rx
@@ -343,6 +344,21 @@ def test_states_taking_the_same_lexing_paths_share_one_exact_mask(llama_vocab):
     assert tokens.mask(first) is tokens.mask(second)
     for state in (first, second):
         np.testing.assert_array_equal(tokens.mask(state).numpy(), brute_force_mask(tokens, state))
+
+
+def test_signature_masks_are_shared_across_grammars_by_content(llama_vocab):
+    """A state of another grammar with the same lexer state content and the same lexing paths past it gets the
+    first grammar's mask object; one whose parser takes another path past the same lexer state ("<7" before ";"
+    instead of ">") gets its own mask. Both exact (the second fails if the shared key drops the paths)."""
+    first = Grammar('start: "<" NUM ">" | "x"\nNUM: /[0-9]+/').bind(llama_vocab)
+    same = Grammar('start: "x" | "<" NUM ">"\nNUM: /[0-9]+/').bind(llama_vocab)
+    other = Grammar('start: "<" NUM ";"\nNUM: /[0-9]+/').bind(llama_vocab)
+    lt, digit = llama_vocab.token_bytes.index(b"<"), llama_vocab.token_bytes.index(b"7")
+    states = [g.advance(g.advance(g.start(), lt), digit) for g in (first, same, other)]
+    masks = [g.mask(state) for g, state in zip((first, same, other), states)]
+    assert masks[1] is masks[0] and not torch.equal(masks[2], masks[0])
+    for g, state, mask in zip((first, same, other), states, masks):
+        np.testing.assert_array_equal(mask.numpy(), brute_force_mask(g, state))
 
 
 def test_a_token_of_no_bytes_keeps_the_state(llama_vocab):
