@@ -217,12 +217,12 @@ class TokenGrammar(TokenConstraint):
 
     Masks are memoised at four depths: per state (the last 256 masks); per *signature*, the content of the lexer
     state and of the lexing paths the parser takes past it (states with different charts, in this grammar or
-    another on the same vocabulary, share one mask tensor: the last 512); per lexer state (the tokens that stay in the current lexeme, and where the others cross a
-    boundary); and per lexing path past boundaries: the key ``(lex, terminals ended, next start state, ...)``
-    fixes which subtrees are walked from which lexer state, so a walk past a boundary is done once per path and
-    reused by every chart that takes it. Walks are also shared across grammars on one vocabulary, keyed by
-    content (lexer states' expressions, terminals' languages). What is left per mask is the parser's part: one
-    memoised scan per boundary. Do not modify the returned tensors in place.
+    another on the same vocabulary, share one mask tensor: the last 512); per lexer state (the tokens that stay
+    in the current lexeme, and where the others cross a boundary); and per lexing path past boundaries: the key
+    ``(lex, terminals ended, next start state, ...)`` fixes which subtrees are walked from which lexer state, so a
+    walk past a boundary is done once per path and reused by every chart that takes it. Walks are also shared
+    across grammars on one vocabulary, keyed by content (lexer states' expressions, terminals' languages). What is
+    left per mask is the parser's part: one memoised scan per boundary. Do not modify the returned tensors in place.
     """
 
     def __init__(self, parser: ByteParser, vocabulary, device: str | torch.device = "cpu"):
@@ -238,9 +238,8 @@ class TokenGrammar(TokenConstraint):
         self._contents: dict[int, int] = {}  # lexer state -> interned content
         self._language_ids: dict[tuple, int] = {}  # terminals -> interned languages
         self._local_terminals: dict[int, tuple] = {}  # interned languages -> this grammar's terminals
-        self._shared_keys: dict[tuple, tuple] = {}  # lexing path -> its content key
         self._terminal_index = {language: t for t, language in enumerate(parser.cfg.terminals)}
-        self._paths: dict[tuple, tuple[np.ndarray, dict[int, np.ndarray]]] = {}
+        self._paths: dict[tuple, _Walked] = {}  # lexing path -> its content key and walk
         self._masks: OrderedDict = OrderedDict()
         self._by_signature = _shared_masks(index)  # (device, content of lex and paths taken, accepts) -> mask
         self._forced: dict = {}
@@ -328,12 +327,13 @@ class TokenGrammar(TokenConstraint):
         taken: list[tuple] = []
         self._cross(state.chart, (state.lex,), boundaries, taken)
         accepts = self.parser.accepts(state)
-        signature = (self.device, self._content(state.lex), tuple(map(self._shared_key, taken)), accepts)
+        walks = [self._paths[key] for key in taken]
+        signature = (self.device, self._content(state.lex), tuple(w.shared_key for w in walks), accepts)
         mask = _recall(self._by_signature, signature)
         if mask is None:  # a new [V] array costs page faults (~0.1 ms at 262k here): shared, they are rarer
             out = inside.copy()
-            for key in taken:
-                out[self._paths[key][0]] = True
+            for w in walks:
+                out[w.tokens] = True
             out[self._eos] = accepts
             mask = _remember(self._by_signature, signature, torch.from_numpy(out).to(self.device), _SHARED_MASKS)
         return _remember(self._masks, state, mask)
@@ -386,28 +386,20 @@ class TokenGrammar(TokenConstraint):
             terminals = self._local_terminals[languages] = tuple(sorted(index[r] for r in _INTERNED[languages]))
         return terminals
 
-    def _shared_key(self, key: tuple) -> tuple:
-        """The content key of the lexing path ``key`` (lexer states, terminals ended, ...), built on its prefix's."""
-        if len(key) == 1:
-            return (self._content(key[0]),)
-        shared = self._shared_keys.get(key)
-        if shared is None:
-            shared = self._shared_keys[key] = self._shared_key(key[:-2]) + (self._languages(key[-2]),
-                                                                              self._content(key[-1]))
-        return shared
-
-    def _walk_path(self, key: tuple, nodes: np.ndarray) -> tuple[np.ndarray, dict[tuple, np.ndarray]]:
+    def _walk_path(self, key: tuple, nodes: np.ndarray) -> _Walked:
         """The walk of ``nodes`` from the last lexer state of the lexing path ``key`` (lexer states and the
         terminals ending between them). Shared across grammars on this vocabulary by the path's content: the
-        lexer states' contents and the terminals' languages fix which subtrees are walked and how."""
-        shared_key = self._shared_key(key)
+        lexer states' contents and the terminals' languages fix which subtrees are walked and how. The content
+        key extends the key of the path's prefix (walked before it)."""
+        prefix = (self._content(key[0]),) if len(key) == 3 else self._paths[key[:-2]].shared_key
+        shared_key = prefix + (self._languages(key[-2]), self._content(key[-1]))
         shared = self._shared_paths.get(shared_key)
         if shared is None:
             tokens, more = self._walker.walk(nodes, key[-1])
             shared = (tokens.astype(np.int32), self._by_language(more))
             self._shared_paths.put(shared_key, shared)
         tokens, by_language = shared
-        return tokens, self._local(by_language)
+        return _Walked(shared_key, tokens, self._local(by_language))
 
     def _by_language(self, boundaries: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
         """Boundary nodes regrouped by the languages of the terminals the lexeme matches there."""
@@ -431,8 +423,16 @@ class TokenGrammar(TokenConstraint):
             if walked is None:
                 walked = self._paths[key] = self._walk_path(key, nodes)
             taken.append(key)
-            if walked[1]:
-                self._cross(after, key, walked[1], taken)
+            if walked.boundaries:
+                self._cross(after, key, walked.boundaries, taken)
+
+
+class _Walked(NamedTuple):
+    """A lexing path's walk in one grammar: its content key, the tokens allowed, the boundaries past it."""
+
+    shared_key: tuple
+    tokens: np.ndarray
+    boundaries: dict[tuple, np.ndarray]
 
 
 class _SharedWalks:

@@ -300,17 +300,18 @@ class _Translator:
         if not types:
             return rx.EMPTY
         if f.enum is not None or f.not_enum:
-            return self.enumerated_scalars(f, types)
+            return self.scalar_language(f, types)
         key = (types, f.min_length, f.max_length, tuple(f.patterns), tuple(f.formats), tuple(f.not_patterns),
                f.lower, f.upper, tuple(f.multiples), tuple(f.not_multiples))
         language = _SCALAR_LANGUAGES.get(key)
         if language is None:
             if len(_SCALAR_LANGUAGES) >= 4096:
                 _SCALAR_LANGUAGES.clear()
-            language = _SCALAR_LANGUAGES[key] = self.enumerated_scalars(f, types)
+            language = _SCALAR_LANGUAGES[key] = self.scalar_language(f, types)
         return language
 
-    def enumerated_scalars(self, f: Flat, types: frozenset) -> rx.Rx:
+    def scalar_language(self, f: Flat, types: frozenset) -> rx.Rx:
+        """What :meth:`scalars` returns, computed."""
         language = rx.alt(_NULL if "null" in types else rx.EMPTY, _BOOLEAN if "boolean" in types else rx.EMPTY,
                           self.strings(f) if "string" in types else rx.EMPTY,
                           self.numbers(f, types) if types & _NUMERIC else rx.EMPTY)

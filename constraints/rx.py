@@ -27,7 +27,6 @@ from __future__ import annotations
 import functools
 import re
 import sys
-import weakref
 from operator import itemgetter
 from collections.abc import Iterable, Iterator
 
@@ -357,8 +356,9 @@ def literals(texts: Iterable[str | bytes]) -> Rx:
     return out
 
 
-# the strings of expressions built by ``literals`` (a set lookup where matching would derive new states)
-_FINITE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# the strings of expressions built by ``literals`` (a set lookup where matching would derive new states); like
+# every expression, kept for the process (_TABLE)
+_FINITE: dict[Rx, frozenset[bytes]] = {}
 
 
 # --- derivatives, byte classes, matching --------------------------------------------------------------------------
@@ -503,9 +503,9 @@ def _search_live(r: Rx, budget: int) -> bool:
 
 
 def _witnessed(r: Rx, budget: int = 64) -> bool:
-    """A cheap proof that ``A & B & ~C & ~D...`` (each part without ``inter``/``neg``) is live: a short string of
-    ``A`` that the other parts accept. Free keys (any string but the named keys) are proved live by their first
-    candidate, ``""``, where the derivative search builds a row of new states per byte."""
+    """A cheap proof that ``A & B & ~C & ~D...`` (each part without ``inter``/``neg``) is live, before the
+    derivative search builds rows of new states: an infinite ``A`` minus finite languages (a free key: any string
+    but the named keys), or a short string of ``A`` that the other parts accept."""
     parts = r.args[0] if r.kind == _AND else (r,)
     positive = [p for p in parts if p.kind != _NOT]
     negative = [p.args[0] for p in parts if p.kind == _NOT]
