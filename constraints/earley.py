@@ -1,22 +1,28 @@
-"""Earley's recogniser over lexemes, as a persistent chart: every parse state is a value that can be kept and shared.
+"""Earley's recogniser over lexemes, with interned sets: a parse is its last Earley set, and equal sets are one object.
 
 J. Earley, "An efficient context-free parsing algorithm", CACM 1970, with the nullable-symbol fix of J. Aycock and
 R. N. Horspool, "Practical Earley parsing", The Computer Journal 2002 (predicting a nullable nonterminal also moves
 the dot over it, so no completion inside one set is ever missed). It accepts every context-free grammar: left and
 right recursion, ε-rules, ambiguity.
 
-A :class:`Chart` is a tuple of Earley sets; :meth:`Chart.scan` returns a *new* chart one set longer and never
-changes the old one, so a sampler may hold many states, copy them for free (SMC) and go back to an earlier one
-(speculative decoding). Scans are memoised on the chart, so equal histories share their successors.
+An item's origin is the :class:`EarleySet` it started in (the object, not a position), so a set alone fixes every
+continuation of the input: completions reach back through the origins, and the sets no item points at are never
+consulted again. Sets are interned per grammar by their items and whether they accept, so inputs that leave the
+parser in the same configuration (the third and the seventh element of a list, say) reach the same set object
+and share its memoised scans, its lexer start state, and the token masks keyed on it. :meth:`EarleySet.scan`
+returns a set and never changes one, so a sampler may hold many parse states, copy them for free (SMC) and go back
+to an earlier one (speculative decoding).
 
 Example:
     >>> from decoding.constraints import rx
     >>> from decoding.constraints.cfg import GrammarBuilder
     >>> g = GrammarBuilder(); s = g.nonterminal("s"); a = g.terminal(rx.literal("a"))
     >>> g.rule(s, [s, a]); g.rule(s, [])      # left recursion and an ε-rule
-    >>> chart = Chart.start(EarleyTables(g.build(s)))
-    >>> chart.accepts, chart.scan([~a]).scan([~a]).accepts
+    >>> first = EarleyTables(g.build(s)).start()
+    >>> first.accepts, first.scan([~a]).scan([~a]).accepts
     (True, True)
+    >>> first.scan([~a]).scan([~a]) is first.scan([~a])      # after "a" and "aa" the parser is in one configuration
+    True
 """
 
 from __future__ import annotations
@@ -25,9 +31,10 @@ from collections.abc import Iterable
 
 from decoding.constraints.cfg import Cfg, deriving
 
-__all__ = ["Chart", "EarleySet", "EarleyTables"]
+__all__ = ["EarleySet", "EarleyTables"]
 
 _END = None  # the "next symbol" of a completed item
+_MAX_SETS = 1 << 14  # interned sets per grammar
 
 
 class EarleyTables:
@@ -55,6 +62,14 @@ class EarleyTables:
             self.lhs.append(lhs)
         self.nullable = _nullable(cfg)
         self._predicted: dict[frozenset, tuple[dict[int, tuple[int, ...]], frozenset]] = {}
+        self._sets: dict[tuple, EarleySet] = {}  # by content; cleared past _MAX_SETS (states keep their sets)
+
+    def start(self) -> EarleySet:
+        """The set before any input (the same object while some parse state holds it)."""
+        start = self.cfg.start
+        first = self.intern({}, frozenset([start]), self.nullable[start])
+        first.initial = True  # no later set carries nothing while predicting the start symbol: the key is its own
+        return first
 
     def predicted(self, roots: frozenset) -> tuple[dict[int, tuple[int, ...]], frozenset]:
         """The items a set predicts for the nonterminals ``roots``, transitively (their origin is the set itself),
@@ -85,6 +100,18 @@ class EarleyTables:
                                             frozenset(~s for s in waiting if s < 0))
         return out
 
+    def intern(self, carried: dict[int, list[tuple[int, EarleySet]]], roots: frozenset, accepts: bool) -> EarleySet:
+        """The set holding the items ``carried`` (grouped by the symbol they wait for), predicting ``roots``: the
+        existing object when an equal set is alive. Equal items (with the same origin objects) and roots mean
+        equal continuations; ``accepts`` depends on the complete items, which are not kept, so it is in the key."""
+        key = (frozenset([entry for items in carried.values() for entry in items]), roots, accepts)
+        found = self._sets.get(key)
+        if found is None:
+            if len(self._sets) >= _MAX_SETS:  # a bound on memory: an equal set made later is then another object
+                self._sets.clear()
+            found = self._sets[key] = EarleySet(self, carried, self.predicted(roots), accepts)
+        return found
+
 
 def _nullable(cfg: Cfg) -> list[bool]:
     nullable = [False] * len(cfg.nonterminals)
@@ -94,88 +121,62 @@ def _nullable(cfg: Cfg) -> list[bool]:
 
 
 class EarleySet:
-    """One Earley set ``k``: the items ``(item, origin)`` grouped by the symbol they wait for.
+    """An Earley set: the items ``(item, origin set)`` grouped by the symbol they wait for. Get the first from
+    :meth:`EarleyTables.start` and the others from :meth:`scan` (sets are interned: never construct one).
 
-    The items that set ``k`` predicts (origin ``k``) are a memoised table shared by every set with the same
-    predicted nonterminals (:meth:`EarleyTables.predicted`); only the items carried over from earlier sets are
-    stored per set.
+    The items a set predicts (their origin is the set itself) are a memoised table shared by every set with the
+    same predicted nonterminals (:meth:`EarleyTables.predicted`); only the items carried over from earlier sets
+    are stored per set.
 
     Attributes:
-        index: ``k``.
+        carried: the items from earlier sets by the symbol they wait for.
         allowed: the terminals some item waits for (the lexemes that may come next), as terminal indices.
-        accepts: a complete start item with origin 0 is present (the input so far is a sentence).
+        accepts: a complete start item that began in the first set is present (the input so far is a sentence).
+        initial: this is the first set (before any input).
         lexer_start: the lexer's state for a new lexeme here (set by the lexer's owner).
     """
 
-    __slots__ = ("index", "carried", "predicted", "allowed", "accepts", "lexer_start", "_waiting")
+    __slots__ = ("tables", "carried", "predicted", "allowed", "accepts", "initial", "lexer_start", "_waiting",
+                 "_scans", "__weakref__")
 
-    def __init__(self, index: int, carried: dict[int, list[tuple[int, int]]],
+    def __init__(self, tables: EarleyTables, carried: dict[int, list[tuple[int, EarleySet]]],
                  predicted: tuple[dict[int, tuple[int, ...]], frozenset], accepts: bool):
-        self.index = index
+        self.tables = tables
         self.carried = carried
         self.predicted, allowed = predicted
         scanned = [~s for s in carried if s < 0]
         self.allowed = allowed.union(scanned) if scanned else allowed  # shared by sets predicting alike
         self.accepts = accepts
+        self.initial = False
         self.lexer_start: int | None = None
-        self._waiting: dict[int, list[tuple[int, int]]] = {}
+        self._waiting: dict[int, list[tuple[int, EarleySet]]] = {}
+        self._scans: dict[frozenset, EarleySet | None] = {}
 
-    def waiting(self, symbol: int) -> list[tuple[int, int]]:
+    def waiting(self, symbol: int) -> list[tuple[int, EarleySet]]:
         """The items ``(item, origin)`` whose next symbol is ``symbol`` (memoised)."""
         items = self._waiting.get(symbol)
         if items is None:
-            k = self.index
             items = self._waiting[symbol] = self.carried.get(symbol, []) + [
-                (item, k) for item in self.predicted.get(symbol, ())]
+                (item, self) for item in self.predicted.get(symbol, ())]
         return items
 
-
-class Chart:
-    """A persistent Earley chart (see the module docstring). Build the first with :meth:`start`."""
-
-    __slots__ = ("tables", "sets", "_scans", "__weakref__")
-
-    def __init__(self, tables: EarleyTables, sets: tuple[EarleySet, ...]):
-        self.tables = tables
-        self.sets = sets
-        self._scans: dict[frozenset, Chart | None] = {}
-
-    @classmethod
-    def start(cls, tables: EarleyTables) -> Chart:
-        start = tables.cfg.start
-        return cls(tables, (EarleySet(0, {}, tables.predicted(frozenset([start])), tables.nullable[start]),))
-
-    @property
-    def last(self) -> EarleySet:
-        return self.sets[-1]
-
-    @property
-    def accepts(self) -> bool:
-        return self.sets[-1].accepts
-
-    @property
-    def allowed(self) -> frozenset:
-        return self.sets[-1].allowed
-
-    def scan(self, terminals: Iterable[int]) -> Chart | None:
-        """The chart after one lexeme matched by all of ``terminals`` (terminal indices), or None when the parser
+    def scan(self, terminals: Iterable[int]) -> EarleySet | None:
+        """The set after one lexeme matched by all of ``terminals`` (terminal indices), or None when the parser
         takes none of them. Memoised."""
         key = frozenset(terminals)
         if key not in self._scans:
-            last = self.sets[-1]
-            seeds = [(item + 1, origin) for t in key for item, origin in last.waiting(~t)]
-            self._scans[key] = Chart(self.tables, self.sets + (_closure(self.tables, seeds, self.sets),)) \
-                if seeds else None
+            seeds = [(item + 1, origin) for t in key for item, origin in self.waiting(~t)]
+            self._scans[key] = _closure(self.tables, seeds) if seeds else None
         return self._scans[key]
 
 
-def _closure(tables: EarleyTables, seeds: list[tuple[int, int]], previous: tuple[EarleySet, ...]) -> EarleySet:
-    """Complete from ``seeds`` (all from earlier sets) until nothing new; predictions come from the memo."""
-    k = len(previous)
-    next_symbol, lhs, nullable, start = tables.next_symbol, tables.lhs, tables.nullable, tables.cfg.start
+def _closure(tables: EarleyTables, seeds: list[tuple[int, EarleySet]]) -> EarleySet:
+    """Complete from ``seeds`` (all begun in earlier sets) until nothing new; predictions come from the memo."""
+    next_symbol, lhs, nullable = tables.next_symbol, tables.lhs, tables.nullable
+    start = tables.cfg.start
     seen = set(seeds)
     agenda = list(seen)
-    carried: dict[int, list[tuple[int, int]]] = {}
+    carried: dict[int, list[tuple[int, EarleySet]]] = {}
     accepts = False
     while agenda:
         entry = agenda.pop()
@@ -183,8 +184,8 @@ def _closure(tables: EarleyTables, seeds: list[tuple[int, int]], previous: tuple
         symbol = next_symbol[item]
         if symbol is _END:
             a = lhs[item]
-            accepts = accepts or (a == start and origin == 0)
-            for parent, parent_origin in previous[origin].waiting(a):
+            accepts = accepts or (a == start and origin.initial)
+            for parent, parent_origin in origin.waiting(a):
                 nxt = (parent + 1, parent_origin)
                 if nxt not in seen:
                     seen.add(nxt)
@@ -196,5 +197,4 @@ def _closure(tables: EarleyTables, seeds: list[tuple[int, int]], previous: tuple
             if nxt not in seen:
                 seen.add(nxt)
                 agenda.append(nxt)
-    roots = frozenset(s for s in carried if s >= 0)
-    return EarleySet(k, carried, tables.predicted(roots), accepts)
+    return tables.intern(carried, frozenset(s for s in carried if s >= 0), accepts)

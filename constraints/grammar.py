@@ -13,12 +13,13 @@ Lark's terminal priorities are not needed); when none of them is one the parser 
 it. So ``start: NAME NAME`` with ``%ignore " "`` accepts ``"ab cd"`` but not ``"abcd"``, as Lark does; write a
 rule instead of a terminal where a split inside a run of characters is wanted.
 
-The engine. A parse state is a :class:`GrammarState`: a persistent Earley chart (:mod:`~decoding.constraints.
-earley`), the lexer state of the current lexeme, and whether it holds bytes. States are values: SMC copies them,
-speculative decoding goes back to an earlier one, equal histories share successors. A token mask walks the
+The engine. A parse state is a :class:`GrammarState`: the parser's last Earley set (:mod:`~decoding.constraints.
+earley`: interned, so inputs that leave the parser in one configuration share it), the lexer state of the current
+lexeme, and whether it holds bytes. States are values: SMC copies them, speculative decoding goes back to an
+earlier one, equal configurations share successors and masks. A token mask walks the
 vocabulary's byte trie with the lexer (:mod:`kernels.trie_lexing`, numba). What a token does inside the current
 lexeme depends on the lexer state alone, so that walk is memoised per lexer state, and the parser is consulted
-only where a token crosses a lexeme boundary: there the chart scans the lexeme (memoised) and the walk resumes on
+only where a token crosses a lexeme boundary: there the parser scans the lexeme (memoised) and the walk resumes on
 the subtrees past the boundary from the next lexeme's start state.
 
 One limit, shared with other greedy-lexing engines: a token is allowed when its bytes lex and every lexeme they
@@ -48,7 +49,7 @@ import torch
 
 from decoding.constraints.base import DEAD, Constraint, TokenConstraint
 from decoding.constraints.cfg import Cfg, GrammarError
-from decoding.constraints.earley import Chart, EarleyTables
+from decoding.constraints.earley import EarleySet, EarleyTables
 from decoding.constraints.lexer import UNBUILT, Lexer
 from decoding.constraints.regex import vocabulary_index
 from decoding.constraints.trie_walk import TrieWalker
@@ -63,12 +64,13 @@ class GrammarState(NamedTuple):
     """Where a parse stands.
 
     Attributes:
-        chart: the Earley chart after the lexemes completed so far.
+        chart: the parser after the lexemes completed so far: its last Earley set, which reaches the earlier sets
+            it needs through its items' origins (:mod:`~decoding.constraints.earley`; equal sets are one object).
         lex: the lexer state of the current lexeme.
         pending: the current lexeme holds bytes (not yet scanned).
     """
 
-    chart: Chart
+    chart: EarleySet
     lex: int
     pending: bool
 
@@ -143,18 +145,17 @@ class ByteParser:
         self.ignore = frozenset(cfg.ignore)
 
     def start(self) -> GrammarState:
-        chart = Chart.start(self.tables)
+        chart = self.tables.start()
         return GrammarState(chart, self.lexeme_start(chart), False)
 
-    def lexeme_start(self, chart: Chart) -> int:
-        """The lexer state of an empty lexeme after ``chart`` (memoised on the chart's last set)."""
-        last = chart.last
-        if last.lexer_start is None:  # sets predicting alike share one allowed set, and so its hash
-            last.lexer_start = self.lexer.start(last.allowed | self.ignore if self.ignore else last.allowed)
-        return last.lexer_start
+    def lexeme_start(self, chart: EarleySet) -> int:
+        """The lexer state of an empty lexeme after ``chart`` (memoised on the set)."""
+        if chart.lexer_start is None:  # sets predicting alike share one allowed set, and so its hash
+            chart.lexer_start = self.lexer.start(chart.allowed | self.ignore if self.ignore else chart.allowed)
+        return chart.lexer_start
 
-    def end_lexeme(self, chart: Chart, accepted: tuple[int, ...]) -> Chart | None:
-        """The chart after a lexeme matched by the terminals ``accepted`` ends, or None when none of them may."""
+    def end_lexeme(self, chart: EarleySet, accepted: tuple[int, ...]) -> EarleySet | None:
+        """The parser after a lexeme matched by the terminals ``accepted`` ends, or None when none of them may."""
         allowed = chart.allowed
         real = [t for t in accepted if t in allowed]
         if real:
@@ -220,7 +221,7 @@ class TokenGrammar(TokenConstraint):
     another on the same vocabulary, share one mask tensor: the last 512); per lexer state (the tokens that stay
     in the current lexeme, and where the others cross a boundary); and per lexing path past boundaries: the key
     ``(lex, terminals ended, next start state, ...)`` fixes which subtrees are walked from which lexer state, so a
-    walk past a boundary is done once per path and reused by every chart that takes it. Walks are also shared
+    walk past a boundary is done once per path and reused by every parser state that takes it. Walks are also shared
     across grammars on one vocabulary, keyed by content (lexer states' expressions, terminals' languages). What is
     left per mask is the parser's part: one memoised scan per boundary. Do not modify the returned tensors in place.
     """
@@ -408,7 +409,7 @@ class TokenGrammar(TokenConstraint):
             grouped.setdefault(self._languages(self.parser.lexer.accepts[end]), []).append(nodes)
         return {k: np.concatenate(parts) for k, parts in grouped.items()}
 
-    def _cross(self, chart: Chart, path: tuple, boundaries: dict[tuple, np.ndarray], taken: list[tuple]) -> None:
+    def _cross(self, chart: EarleySet, path: tuple, boundaries: dict[tuple, np.ndarray], taken: list[tuple]) -> None:
         """Append to ``taken`` the lexing paths past each boundary that the parser takes after ending the lexeme
         there (their walks memoised in ``_paths``): with the lexer state, they fix the mask."""
         for terminals, nodes in boundaries.items():
