@@ -88,7 +88,7 @@ def _scratch(trie: Trie) -> tuple:
         weakref.finalize(trie, _SCRATCH.pop, id(trie), None)
     if local.buffers is None:
         n = trie.n_nodes + 1
-        local.buffers = (np.empty(max(len(trie.token_ids), 1), dtype=np.int64),
+        local.buffers = (np.empty(len(trie.token_ids) + 1, dtype=np.int64),
                          (np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int32), np.empty(n, dtype=bool)),
                          np.empty(trie.max_depth + 1, dtype=np.int32), np.zeros(2, dtype=np.int64))
     return local.buffers

@@ -392,6 +392,7 @@ def test_a_token_of_no_bytes_keeps_the_state(llama_vocab):
 def test_kernel_equals_reference():
     rng = random.Random(1)
     token_bytes = sorted({bytes(rng.choice(b'ab"1 ') for _ in range(rng.randint(1, 5))) for _ in range(300)})
+    token_bytes += token_bytes[::7] + token_bytes[::21]  # tokens with equal bytes: up to three on one node
     trie = build_trie(token_bytes)
     strings = trie_strings(trie)
     node_strings = list(strings)  # preorder = sorted order of node strings
@@ -403,7 +404,7 @@ def test_kernel_equals_reference():
             lexer.build(s)
             frontier += [int(n) for n in set(lexer.table[s].tolist()) if n >= 0 and n not in frontier]
         starts = np.flatnonzero(trie.depth == 1)
-        marked = np.empty(len(token_bytes), np.int64)
+        marked = np.empty(len(token_bytes) + 1, np.int64)
         rec = (np.empty(trie.n_nodes, np.int64), np.empty(trie.n_nodes, np.int32), np.empty(trie.n_nodes, bool))
         counts = np.zeros(2, np.int64)
         walk_subtrees(lexer.table, lexer.accept_any, trie.byte, trie.depth, trie.end, trie.token_offsets,
