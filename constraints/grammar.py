@@ -15,12 +15,12 @@ rule instead of a terminal where a split inside a run of characters is wanted.
 
 The engine. A parse state is a :class:`GrammarState`: the parser's last Earley set (:mod:`~decoding.constraints.
 earley`: interned, so inputs that leave the parser in one configuration share it), the lexer state of the current
-lexeme, and whether it holds bytes. States are values: SMC copies them, speculative decoding goes back to an
-earlier one, equal configurations share successors and masks. A token mask walks the
-vocabulary's byte trie with the lexer (:mod:`kernels.trie_lexing`, numba). What a token does inside the current
-lexeme depends on the lexer state alone, so that walk is memoised per lexer state, and the parser is consulted
-only where a token crosses a lexeme boundary: there the parser scans the lexeme (memoised) and the walk resumes on
-the subtrees past the boundary from the next lexeme's start state.
+lexeme, and whether it holds bytes. States are values: SMC copies them, speculative decoding goes back to an earlier
+one, equal configurations share successors and masks. A token mask walks the vocabulary's byte trie with the lexer
+(:mod:`kernels.trie_lexing`, numba). What a token does inside the current lexeme depends on the lexer state alone,
+so that walk is memoised per lexer state, and the parser is consulted only where a token crosses a lexeme boundary:
+there the parser scans the lexeme (memoised) and the walk resumes on the subtrees past the boundary from the next
+lexeme's start state.
 
 One limit, shared with other greedy-lexing engines: a token is allowed when its bytes lex and every lexeme they
 complete parses; with a grammar whose greedy lexing can paint itself into a corner (``A: /a+/``, ``start: A "ab"``

@@ -24,7 +24,7 @@ import pytest
 import torch
 
 import decoding as dc
-from decoding.constraints import rx
+from decoding.constraints import earley, rx
 from decoding.constraints.cfg import GrammarBuilder, GrammarError
 from decoding.constraints.grammar import Grammar
 from decoding.kernels.automata import build_trie, trie_strings
@@ -180,6 +180,20 @@ def test_equal_parser_configurations_are_one_earley_set():
     assert state("[[1,2,3").chart is not state("[1,2,3").chart
     assert g.matches("[[1]]") and g.matches("[1,[2,[3]],4]")
     assert not g.matches("[[1]") and not g.matches("[1]]") and not g.matches("[1,[2],3")
+
+
+def test_earley_stays_exact_when_its_intern_table_is_cleared(monkeypatch):
+    """Past ``_MAX_SETS`` the intern table is cleared: equal sets made afterwards are other objects, which costs
+    memo hits, never exactness (CYK reference, with a table cleared every few sets)."""
+    monkeypatch.setattr(earley, "_MAX_SETS", 3)
+    for seed in range(4):
+        rules = random_grammar(seed)
+        try:
+            grammar = Grammar(build(rules))
+        except GrammarError:
+            continue
+        for w in itertools.product("ab", repeat=5):
+            assert grammar.matches("".join(w)) == cyk_fixpoint(rules, "".join(w)), (rules, w)
 
 
 # --- lexing ---------------------------------------------------------------------------------------------------------
