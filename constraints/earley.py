@@ -9,19 +9,22 @@ An item's origin is the :class:`EarleySet` it started in (the object, not a posi
 continuation of the input: completions reach back through the origins, and the sets no item points at are never
 consulted again. Sets are interned per grammar by their items and whether they accept, so inputs that leave the
 parser in the same configuration (the third and the seventh element of a list, say) reach the same set object
-and share its memoised scans, its lexer start state, and the token masks keyed on it. :meth:`EarleySet.scan`
+and share its memoised scans, its lexer start state, and the token masks keyed on it. :meth:`EarleyTables.scan`
 returns a set and never changes one, so a sampler may hold many parse states, copy them for free (SMC) and go back
-to an earlier one (speculative decoding).
+to an earlier one (speculative decoding). Sets point only at earlier sets (an item predicted in a set names no
+origin), and the memos live in the tables, so a grammar's sets are freed by reference counting, with no cycles
+for the garbage collector to find.
 
 Example:
     >>> from decoding.constraints import rx
     >>> from decoding.constraints.cfg import GrammarBuilder
     >>> g = GrammarBuilder(); s = g.nonterminal("s"); a = g.terminal(rx.literal("a"))
     >>> g.rule(s, [s, a]); g.rule(s, [])      # left recursion and an ε-rule
-    >>> first = EarleyTables(g.build(s)).start()
-    >>> first.accepts, first.scan([~a]).scan([~a]).accepts
+    >>> tables = EarleyTables(g.build(s))
+    >>> first = tables.start(); after_a = tables.scan(first, [~a])
+    >>> first.accepts, after_a.accepts
     (True, True)
-    >>> first.scan([~a]).scan([~a]) is first.scan([~a])      # after "a" and "aa" the parser is in one configuration
+    >>> tables.scan(after_a, [~a]) is after_a      # after "a" and "aa" the parser is in one configuration
     True
 """
 
@@ -34,7 +37,8 @@ from decoding.constraints.cfg import Cfg, deriving
 __all__ = ["EarleySet", "EarleyTables"]
 
 _END = None  # the "next symbol" of a completed item
-_MAX_SETS = 1 << 14  # interned sets per grammar
+_MAX_SETS = 1 << 14  # interned sets and memoised scans per grammar
+_UNSEEN = object()
 
 
 class EarleyTables:
@@ -62,14 +66,28 @@ class EarleyTables:
             self.lhs.append(lhs)
         self.nullable = _nullable(cfg)
         self._predicted: dict[frozenset, tuple[dict[int, tuple[int, ...]], frozenset]] = {}
-        self._sets: dict[tuple, EarleySet] = {}  # by content; cleared past _MAX_SETS (states keep their sets)
+        self._sets: dict[tuple, EarleySet] = {}  # by content; cleared past _MAX_SETS (states keep theirs)
+        self._scans: dict[tuple[EarleySet, frozenset], EarleySet | None] = {}
 
     def start(self) -> EarleySet:
-        """The set before any input (the same object while some parse state holds it)."""
+        """The set before any input (one object until the intern table is cleared)."""
         start = self.cfg.start
         first = self.intern({}, frozenset([start]), self.nullable[start])
         first.initial = True  # no later set carries nothing while predicting the start symbol: the key is its own
         return first
+
+    def scan(self, chart: EarleySet, terminals: Iterable[int]) -> EarleySet | None:
+        """The set after ``chart`` and one lexeme matched by all of ``terminals`` (terminal indices), or None when
+        the parser takes none of them. Memoised."""
+        key = (chart, frozenset(terminals))
+        out = self._scans.get(key, _UNSEEN)
+        if out is _UNSEEN:
+            seeds = [(item + 1, chart if origin is None else origin)
+                     for t in key[1] for item, origin in chart.waiting(~t)]
+            if len(self._scans) >= _MAX_SETS:
+                self._scans.clear()
+            out = self._scans[key] = _closure(self, seeds) if seeds else None
+        return out
 
     def predicted(self, roots: frozenset) -> tuple[dict[int, tuple[int, ...]], frozenset]:
         """The items a set predicts for the nonterminals ``roots``, transitively (their origin is the set itself),
@@ -102,14 +120,14 @@ class EarleyTables:
 
     def intern(self, carried: dict[int, list[tuple[int, EarleySet]]], roots: frozenset, accepts: bool) -> EarleySet:
         """The set holding the items ``carried`` (grouped by the symbol they wait for), predicting ``roots``: the
-        existing object when an equal set is alive. Equal items (with the same origin objects) and roots mean
-        equal continuations; ``accepts`` depends on the complete items, which are not kept, so it is in the key."""
+        interned object when there is an equal one. Equal items (with the same origin objects) and roots mean equal
+        continuations; ``accepts`` depends on the complete items, which are not kept, so it is in the key."""
         key = (frozenset([entry for items in carried.values() for entry in items]), roots, accepts)
         found = self._sets.get(key)
         if found is None:
             if len(self._sets) >= _MAX_SETS:  # a bound on memory: an equal set made later is then another object
                 self._sets.clear()
-            found = self._sets[key] = EarleySet(self, carried, self.predicted(roots), accepts)
+            found = self._sets[key] = EarleySet(carried, self.predicted(roots), accepts)
         return found
 
 
@@ -122,7 +140,7 @@ def _nullable(cfg: Cfg) -> list[bool]:
 
 class EarleySet:
     """An Earley set: the items ``(item, origin set)`` grouped by the symbol they wait for. Get the first from
-    :meth:`EarleyTables.start` and the others from :meth:`scan` (sets are interned: never construct one).
+    :meth:`EarleyTables.start` and the others from :meth:`EarleyTables.scan` (interned: never construct one).
 
     The items a set predicts (their origin is the set itself) are a memoised table shared by every set with the
     same predicted nonterminals (:meth:`EarleyTables.predicted`); only the items carried over from earlier sets
@@ -136,12 +154,10 @@ class EarleySet:
         lexer_start: the lexer's state for a new lexeme here (set by the lexer's owner).
     """
 
-    __slots__ = ("tables", "carried", "predicted", "allowed", "accepts", "initial", "lexer_start", "_waiting",
-                 "_scans", "__weakref__")
+    __slots__ = ("carried", "predicted", "allowed", "accepts", "initial", "lexer_start", "_waiting")
 
-    def __init__(self, tables: EarleyTables, carried: dict[int, list[tuple[int, EarleySet]]],
+    def __init__(self, carried: dict[int, list[tuple[int, EarleySet]]],
                  predicted: tuple[dict[int, tuple[int, ...]], frozenset], accepts: bool):
-        self.tables = tables
         self.carried = carried
         self.predicted, allowed = predicted
         scanned = [~s for s in carried if s < 0]
@@ -149,25 +165,16 @@ class EarleySet:
         self.accepts = accepts
         self.initial = False
         self.lexer_start: int | None = None
-        self._waiting: dict[int, list[tuple[int, EarleySet]]] = {}
-        self._scans: dict[frozenset, EarleySet | None] = {}
+        self._waiting: dict[int, list[tuple[int, EarleySet | None]]] = {}
 
-    def waiting(self, symbol: int) -> list[tuple[int, EarleySet]]:
-        """The items ``(item, origin)`` whose next symbol is ``symbol`` (memoised)."""
+    def waiting(self, symbol: int) -> list[tuple[int, EarleySet | None]]:
+        """The items ``(item, origin)`` whose next symbol is ``symbol`` (memoised); the origin of an item this set
+        predicted is None (this set: no set points at itself)."""
         items = self._waiting.get(symbol)
         if items is None:
             items = self._waiting[symbol] = self.carried.get(symbol, []) + [
-                (item, self) for item in self.predicted.get(symbol, ())]
+                (item, None) for item in self.predicted.get(symbol, ())]
         return items
-
-    def scan(self, terminals: Iterable[int]) -> EarleySet | None:
-        """The set after one lexeme matched by all of ``terminals`` (terminal indices), or None when the parser
-        takes none of them. Memoised."""
-        key = frozenset(terminals)
-        if key not in self._scans:
-            seeds = [(item + 1, origin) for t in key for item, origin in self.waiting(~t)]
-            self._scans[key] = _closure(self.tables, seeds) if seeds else None
-        return self._scans[key]
 
 
 def _closure(tables: EarleyTables, seeds: list[tuple[int, EarleySet]]) -> EarleySet:
@@ -186,7 +193,7 @@ def _closure(tables: EarleyTables, seeds: list[tuple[int, EarleySet]]) -> Earley
             a = lhs[item]
             accepts = accepts or (a == start and origin.initial)
             for parent, parent_origin in origin.waiting(a):
-                nxt = (parent + 1, parent_origin)
+                nxt = (parent + 1, origin if parent_origin is None else parent_origin)
                 if nxt not in seen:
                     seen.add(nxt)
                     agenda.append(nxt)

@@ -159,7 +159,7 @@ class ByteParser:
         allowed = chart.allowed
         real = [t for t in accepted if t in allowed]
         if real:
-            return chart.scan(real)
+            return self.tables.scan(chart, real)
         return chart if any(t in self.ignore for t in accepted) else None
 
     def step(self, state: GrammarState, data: bytes) -> GrammarState | None:
