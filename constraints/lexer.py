@@ -95,7 +95,7 @@ class Lexer:
             b = (mask & -mask).bit_length() - 1
             nxt = []
             for t, expr in parts:
-                d = expr.row()[b]
+                d = expr.derive(b)
                 if d is not rx.EMPTY and rx.is_live(d):
                     nxt.append((t, d))
             targets.append(self._intern(tuple(nxt)) if nxt else DEAD)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import functools
 import re
 import sys
-from operator import itemgetter
 from collections.abc import Iterable, Iterator
 
 from decoding.constraints.re_parser import constants as _sre_constants
@@ -54,7 +53,8 @@ class Rx:
         id: creation order (unions and intersections sort their members by it).
     """
 
-    __slots__ = ("kind", "args", "nullable", "id", "_classes", "_row", "_live", "_has_boolean", "__weakref__")
+    __slots__ = ("kind", "args", "nullable", "id", "_classes", "_labels", "_by_class", "_live", "_has_boolean",
+                 "__weakref__")
 
     def __repr__(self) -> str:
         return f"Rx({_show(self)})"
@@ -62,13 +62,15 @@ class Rx:
     def __lt__(self, other: Rx) -> bool:
         return self.id < other.id
 
-    def row(self) -> list[Rx]:
-        """The derivative by each of the 256 bytes (memoised): one derivative per byte class."""
-        if self._row is None:
+    def derive(self, b: int) -> Rx:
+        """The derivative by byte ``b`` (memoised per byte class: an expression keeps one derivative per class and
+        the partition's shared byte -> class table, not a 256-entry list; expressions live as long as the process)."""
+        by_class = self._by_class
+        if by_class is None:
             classes = self.classes()
-            by_class = [_derive(self, (m & -m).bit_length() - 1) for m in classes]
-            self._row = list(itemgetter(*class_labels(classes))(by_class)) if len(classes) > 1 else by_class * 256
-        return self._row
+            self._labels = class_labels(classes)
+            by_class = self._by_class = tuple(_derive(self, (m & -m).bit_length() - 1) for m in classes)
+        return by_class[self._labels[b]]
 
     def classes(self) -> tuple[int, ...]:
         """A partition of the 256 bytes into classes (256-bit masks) such that bytes of one class have equal
@@ -87,7 +89,7 @@ def _make(kind: int, args: tuple, nullable: bool) -> Rx:
     if node is None:
         node = Rx()
         node.kind, node.args, node.nullable, node.id = kind, args, nullable, len(_TABLE)
-        node._classes = node._row = node._live = None
+        node._classes = node._labels = node._by_class = node._live = None
         node._has_boolean = _has_boolean(kind, args)
         _TABLE[key] = node
     return node
@@ -370,17 +372,17 @@ def _derive(r: Rx, b: int) -> Rx:
         return EPSILON if args[0] >> b & 1 else EMPTY
     if kind == _CAT:
         head, tail = args
-        out = _cat(head.row()[b], tail)
-        return alt(out, tail.row()[b]) if head.nullable else out
+        out = _cat(head.derive(b), tail)
+        return alt(out, tail.derive(b)) if head.nullable else out
     if kind == _OR:
-        return alt(*(p.row()[b] for p in args[0]))
+        return alt(*(p.derive(b) for p in args[0]))
     if kind == _AND:
-        return inter(*(p.row()[b] for p in args[0]))
+        return inter(*(p.derive(b) for p in args[0]))
     if kind == _NOT:
-        return neg(args[0].row()[b])
+        return neg(args[0].derive(b))
     if kind == _REP:
         sub, lo, hi = args
-        return _cat(sub.row()[b], repeat(sub, max(lo - 1, 0), None if hi is None else hi - 1))
+        return _cat(sub.derive(b), repeat(sub, max(lo - 1, 0), None if hi is None else hi - 1))
     return EMPTY
 
 
@@ -405,7 +407,7 @@ def alphabet(r: Rx) -> int:
 def derivative(r: Rx, data: bytes) -> Rx:
     """The expression left after reading ``data``."""
     for b in data:
-        r = r.row()[b]
+        r = r.derive(b)
     return r
 
 
@@ -489,7 +491,7 @@ def _search_live(r: Rx, budget: int) -> bool:
                 return True
             continue
         for m in reversed(node.classes()):
-            nxt = node.row()[(m & -m).bit_length() - 1]
+            nxt = node.derive((m & -m).bit_length() - 1)
             if nxt.nullable or (nxt is not EMPTY and not nxt._has_boolean):
                 return True
             if nxt not in seen and nxt is not EMPTY:
@@ -555,9 +557,11 @@ def _shortest(r: Rx, budget: int) -> Iterator[bytes]:
             budget -= 1
             if budget < 0:
                 return
-            row = node.row()
-            nxt += [(row[b], text + bytes([b])) for b in (((m & -m).bit_length() - 1) for m in node.classes())
-                    if row[b] is not EMPTY]
+            for m in node.classes():
+                b = (m & -m).bit_length() - 1
+                d = node.derive(b)
+                if d is not EMPTY:
+                    nxt.append((d, text + bytes([b])))
         frontier = nxt
 
 

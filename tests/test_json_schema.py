@@ -82,7 +82,7 @@ def _finish(r: rx.Rx) -> bytes:
             return path
         for mask in node.classes():
             b = (mask & -mask).bit_length() - 1
-            nxt = node.row()[b]
+            nxt = node.derive(b)
             if nxt not in seen and _live(nxt):
                 seen.add(nxt)
                 queue.append((nxt, path + bytes([int(b)])))
@@ -95,13 +95,13 @@ def sample_terminal(r: rx.Rx, rng: random.Random, budget: int = 12) -> bytes:
     while len(out) < budget:
         if r.nullable and rng.random() < 0.25:
             return bytes(out)
-        options = [mask for mask in r.classes() if _live(r.row()[(mask & -mask).bit_length() - 1])]
+        options = [mask for mask in r.classes() if _live(r.derive((mask & -mask).bit_length() - 1))]
         if not options:
             return bytes(out)
         chosen = rng.choice(options)
         b = rng.choice([b for b in range(256) if chosen >> b & 1])
         out.append(b)
-        r = r.row()[b]
+        r = r.derive(b)
     return bytes(out) + _finish(r)
 
 

@@ -415,7 +415,7 @@ def brute_force_mask(regex: Regex, prefix: bytes, vocab) -> np.ndarray:
             continue
         d = start
         for b in data:
-            d = d.row()[b]
+            d = d.derive(b)
             if d is rx.EMPTY:
                 break
         out[t] = rx.is_live(d)
@@ -594,7 +594,7 @@ def test_sampler_shortcuts_equal_their_definitions(llama_vocab):
     narrow, only_eos = [], []
     for state, prefix in states.items():
         d = rx.derivative(regex.expression, prefix)
-        n_next = sum(rx.is_live(d.row()[b]) for b in range(256))
+        n_next = sum(rx.is_live(d.derive(b)) for b in range(256))
         narrow.append(n_next == 1 and not d.nullable)
         only_eos.append(n_next == 0 and d.nullable)
         assert not (tokens.mask(state).numpy() & ~possible).any()
