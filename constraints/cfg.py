@@ -150,25 +150,26 @@ def _productive_rules(rules: list, live_terminals: list[bool]) -> list:
 def deriving(rules: Sequence[tuple[int, tuple[int, ...]]], usable: Sequence[bool]) -> tuple[set[int], list[int]]:
     """The nonterminals that derive a string of usable terminals only (``usable[t]``; none usable: the empty
     string), and the indices of the rules all of whose symbols do. A worklist over the rules waiting on each
-    nonterminal, so each rule is looked at once per nonterminal in its body (linear, even for long chains of rules).
+    nonterminal, so each rule is looked at once per symbol in its body (linear, even for long chains of rules).
 
     Example:
         >>> deriving([(0, (1, ~0)), (1, ()), (2, (2,))], [True])       # 2 -> 2 never ends
         ({0, 1}, [0, 1])
     """
-    dead = {~t for t, ok in enumerate(usable) if not ok}
-    missing = []  # per rule, how many distinct nonterminals of its body are not yet known to derive
-    waiting: dict[int, list[int]] = {}
+    missing = []  # per rule, its body's nonterminal occurrences not yet known to derive (-1: never)
+    waiting: dict[int, list[int]] = {}  # nonterminal -> the rules waiting on it, once per occurrence
     agenda = []
     for r, (lhs, rhs) in enumerate(rules):
-        if dead and not dead.isdisjoint(rhs):
-            missing.append(-1)  # an unusable terminal: never
-            continue
-        body = {s for s in rhs if s >= 0}
-        missing.append(len(body))
-        for s in body:
-            waiting.setdefault(s, []).append(r)
-        if not body:
+        count = 0
+        for s in rhs:
+            if s >= 0:
+                count += 1
+                waiting.setdefault(s, []).append(r)
+            elif not usable[~s]:
+                count = -1  # an unusable terminal: never
+                break
+        missing.append(count)
+        if count == 0:
             agenda.append(lhs)
     found: set[int] = set()
     while agenda:
@@ -177,9 +178,10 @@ def deriving(rules: Sequence[tuple[int, tuple[int, ...]]], usable: Sequence[bool
             continue
         found.add(a)
         for r in waiting.get(a, ()):
-            missing[r] -= 1
-            if missing[r] == 0:
-                agenda.append(rules[r][0])
+            if missing[r] > 0:
+                missing[r] -= 1
+                if missing[r] == 0:
+                    agenda.append(rules[r][0])
     return found, [r for r, m in enumerate(missing) if m == 0]
 
 
