@@ -95,10 +95,11 @@ class GrammarBuilder:
         """Add the alternative ``lhs -> rhs`` (an empty ``rhs`` derives the empty string)."""
         if not 0 <= lhs < len(self._nonterminals):
             raise GrammarError(f"rule: lhs {lhs} is not a nonterminal of this builder")
-        for s in rhs:
-            if s >= len(self._nonterminals) or ~s >= len(self._terminals):
-                raise GrammarError(f"rule: symbol {s} is not a symbol of this builder")
-        self._rules.append((lhs, tuple(rhs)))
+        rhs = tuple(rhs)
+        if rhs and (max(rhs) >= len(self._nonterminals) or ~min(rhs) >= len(self._terminals)):
+            bad = next(s for s in rhs if s >= len(self._nonterminals) or ~s >= len(self._terminals))
+            raise GrammarError(f"rule: symbol {bad} is not a symbol of this builder")
+        self._rules.append((lhs, rhs))
 
     def ignore(self, language: rx.Rx, name: str | None = None) -> None:
         """Skip ``language`` between lexemes (Lark's ``%ignore``)."""

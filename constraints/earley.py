@@ -59,11 +59,9 @@ class EarleyTables:
         self.predictions: list[list[int]] = [[] for _ in cfg.nonterminals]
         for lhs, rhs in cfg.rules:
             self.predictions[lhs].append(len(self.next_symbol))
-            for symbol in rhs:
-                self.next_symbol.append(symbol)
-                self.lhs.append(lhs)
+            self.next_symbol += rhs
             self.next_symbol.append(_END)
-            self.lhs.append(lhs)
+            self.lhs += [lhs] * (len(rhs) + 1)
         self.nullable = _nullable(cfg)
         self._predicted: dict[frozenset, tuple[dict[int, tuple[int, ...]], frozenset]] = {}
         self._sets: dict[tuple, EarleySet] = {}  # by content; cleared past _MAX_SETS (states keep theirs)

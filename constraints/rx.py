@@ -124,8 +124,15 @@ def any_byte() -> Rx:
 
 
 def literal(text: str | bytes) -> Rx:
-    """Exactly ``text`` (a ``str`` is UTF-8 encoded)."""
-    return _chain(_utf8(text), EPSILON)
+    """Exactly ``text`` (a ``str`` is UTF-8 encoded; memoised: a schema's keys are asked for more than once)."""
+    data = _utf8(text)
+    out = _LITERALS.get(data)
+    if out is None:
+        out = _LITERALS[data] = _chain(data, EPSILON)
+    return out
+
+
+_LITERALS: dict[bytes, Rx] = {}  # like every expression, kept for the process (_TABLE)
 
 
 def _utf8(text: str | bytes) -> bytes:
@@ -333,7 +340,7 @@ def literals(texts: Iterable[str | bytes]) -> Rx:
     builds for them anyway, as key terminals); more, factored as a trie (shared prefixes are one path)."""
     strings = dict.fromkeys(map(_utf8, texts))  # in order: ids, so the expression's structure, are reproducible
     if len(strings) <= 16:
-        out = alt(*(_chain(data, EPSILON) for data in strings))
+        out = alt(*map(literal, strings))
         _FINITE[out] = frozenset(strings)
         return out
     trie: dict = {}
