@@ -97,7 +97,7 @@ class GrammarBuilder:
             raise GrammarError(f"rule: lhs {lhs} is not a nonterminal of this builder")
         rhs = tuple(rhs)
         if rhs and (max(rhs) >= len(self._nonterminals) or ~min(rhs) >= len(self._terminals)):
-            bad = next(s for s in rhs if s >= len(self._nonterminals) or ~s >= len(self._terminals))
+            bad = max(rhs) if max(rhs) >= len(self._nonterminals) else min(rhs)
             raise GrammarError(f"rule: symbol {bad} is not a symbol of this builder")
         self._rules.append((lhs, rhs))
 

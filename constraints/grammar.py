@@ -325,10 +325,9 @@ class TokenGrammar(TokenConstraint):
         if cached is not None:
             return cached
         inside, boundaries = self._inner_walk(state.lex)
-        taken: list[tuple] = []
-        self._cross(state.chart, (state.lex,), boundaries, taken)
+        walks: list[_Walked] = []
+        self._cross(state.chart, (state.lex,), boundaries, walks)
         accepts = self.parser.accepts(state)
-        walks = [self._paths[key] for key in taken]
         signature = (self.device, self._content(state.lex), tuple(w.shared_key for w in walks), accepts)
         mask = _recall(self._by_signature, signature)
         if mask is None:  # a new [V] array costs page faults (~0.1 ms at 262k here): shared, they are rarer
@@ -409,9 +408,9 @@ class TokenGrammar(TokenConstraint):
             grouped.setdefault(self._languages(self.parser.lexer.accepts[end]), []).append(nodes)
         return {k: np.concatenate(parts) for k, parts in grouped.items()}
 
-    def _cross(self, chart: EarleySet, path: tuple, boundaries: dict[tuple, np.ndarray], taken: list[tuple]) -> None:
-        """Append to ``taken`` the lexing paths past each boundary that the parser takes after ending the lexeme
-        there (their walks memoised in ``_paths``): with the lexer state, they fix the mask."""
+    def _cross(self, chart: EarleySet, path: tuple, boundaries: dict[tuple, np.ndarray], taken: list[_Walked]) -> None:
+        """Append to ``taken`` the walks of the lexing paths past each boundary that the parser takes after ending
+        the lexeme there (memoised in ``_paths``): with the lexer state, they fix the mask."""
         for terminals, nodes in boundaries.items():
             after = self.parser.end_lexeme(chart, terminals)
             if after is None:
@@ -423,7 +422,7 @@ class TokenGrammar(TokenConstraint):
             walked = self._paths.get(key)
             if walked is None:
                 walked = self._paths[key] = self._walk_path(key, nodes)
-            taken.append(key)
+            taken.append(walked)
             if walked.boundaries:
                 self._cross(after, key, walked.boundaries, taken)
 
